@@ -1,0 +1,269 @@
+//! Batch normalisation over the channels of an NCHW tensor, as PyTorch's `BatchNorm2d`.
+//!
+//! Shapes: N batch, C channels, H/W height and width; `[N, C, H, W] -> [N, C, H, W]`.
+//! In training, each channel is normalised with the mean and biased variance of its
+//! M = N·H·W values, and the running estimates move towards the batch's mean and
+//! unbiased variance by `momentum`. In evaluation the running estimates are used.
+
+use rayon::prelude::*;
+
+use crate::graph::{Backward, Grads, Graph, Var};
+use crate::tensor::Tensor;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchNormConfig {
+    pub momentum: f32,
+    pub eps: f32,
+}
+
+impl Default for BatchNormConfig {
+    /// PyTorch's defaults.
+    fn default() -> Self {
+        BatchNormConfig {
+            momentum: 0.1,
+            eps: 1e-5,
+        }
+    }
+}
+
+/// The running estimates a batch-norm layer keeps between batches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    /// Training batches seen so far (PyTorch's `num_batches_tracked`).
+    pub n_batches: i64,
+}
+
+impl RunningStats {
+    /// Mean 0 and variance 1, as PyTorch starts.
+    pub fn new(n_channels: usize) -> RunningStats {
+        RunningStats {
+            mean: vec![0.0; n_channels],
+            var: vec![1.0; n_channels],
+            n_batches: 0,
+        }
+    }
+}
+
+/// What the backward pass needs: the normalised input and each channel's 1/σ.
+pub struct BatchNormSaved {
+    pub x_hat: Tensor,
+    pub inv_std: Vec<f32>,
+    /// Whether batch statistics were used (training) or the running ones (evaluation).
+    pub training: bool,
+}
+
+pub struct BatchNormGrads {
+    pub d_input: Tensor,
+    pub d_gamma: Tensor,
+    pub d_beta: Tensor,
+}
+
+/// Per-channel mean and biased variance, two passes in f64, channels in parallel.
+fn channel_stats(input: &Tensor) -> Vec<(f64, f64)> {
+    let [n, c, h, w] = input.dims4();
+    let plane = h * w;
+    let x = input.data();
+    let m = (n * plane) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|c_idx| {
+            let planes = || (0..n).map(move |n_idx| &x[(n_idx * c + c_idx) * plane..][..plane]);
+            let sum: f64 = planes().flat_map(|p| p.iter()).map(|&v| v as f64).sum();
+            let mean = sum / m;
+            let sq: f64 = planes()
+                .flat_map(|p| p.iter())
+                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                .sum();
+            (mean, sq / m)
+        })
+        .collect()
+}
+
+/// Normalises `input`, updating `running` in training. Overwrites nothing of the caller's
+/// but `running`.
+pub fn batch_norm2d_forward(
+    input: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running: &mut RunningStats,
+    cfg: BatchNormConfig,
+    training: bool,
+) -> (Tensor, BatchNormSaved) {
+    let [n, c, h, w] = input.dims4();
+    assert!(
+        gamma.shape() == [c] && beta.shape() == [c] && running.mean.len() == c,
+        "batch_norm2d: input {:?} has {c} channels, gamma {:?}, beta {:?}, running {}",
+        input.shape(),
+        gamma.shape(),
+        beta.shape(),
+        running.mean.len()
+    );
+    let plane = h * w;
+    let (mean, inv_std): (Vec<f32>, Vec<f32>) = if training {
+        let m = n * plane;
+        assert!(
+            m > 1,
+            "batch_norm2d in training needs more than one value per channel"
+        );
+        let stats = channel_stats(input);
+        let unbias = m as f64 / (m as f64 - 1.0);
+        let mom = cfg.momentum as f64;
+        for (c_idx, &(mean, var)) in stats.iter().enumerate() {
+            let rm = &mut running.mean[c_idx];
+            *rm = ((1.0 - mom) * *rm as f64 + mom * mean) as f32;
+            let rv = &mut running.var[c_idx];
+            *rv = ((1.0 - mom) * *rv as f64 + mom * var * unbias) as f32;
+        }
+        running.n_batches += 1;
+        stats
+            .iter()
+            .map(|&(mean, var)| (mean as f32, (1.0 / (var + cfg.eps as f64).sqrt()) as f32))
+            .unzip()
+    } else {
+        let inv_std = running
+            .var
+            .iter()
+            .map(|&v| 1.0 / (v + cfg.eps).sqrt())
+            .collect();
+        (running.mean.clone(), inv_std)
+    };
+
+    let mut x_hat = Tensor::zeros(input.shape());
+    let mut out = Tensor::zeros(input.shape());
+    x_hat
+        .data_mut()
+        .par_chunks_mut(c * plane)
+        .zip(out.data_mut().par_chunks_mut(c * plane))
+        .zip(input.data().par_chunks(c * plane))
+        .for_each(|((x_hat_image, out_image), image)| {
+            for c_idx in 0..c {
+                let range = c_idx * plane..(c_idx + 1) * plane;
+                let (g, b) = (gamma.data()[c_idx], beta.data()[c_idx]);
+                let (mu, s) = (mean[c_idx], inv_std[c_idx]);
+                for ((xh, o), &x) in x_hat_image[range.clone()]
+                    .iter_mut()
+                    .zip(&mut out_image[range.clone()])
+                    .zip(&image[range])
+                {
+                    *xh = (x - mu) * s;
+                    *o = g * *xh + b;
+                }
+            }
+        });
+    let saved = BatchNormSaved {
+        x_hat,
+        inv_std,
+        training,
+    };
+    (out, saved)
+}
+
+/// Gradients of `batch_norm2d_forward`, into fresh tensors.
+pub fn batch_norm2d_backward(
+    saved: &BatchNormSaved,
+    gamma: &Tensor,
+    d_out: &Tensor,
+) -> BatchNormGrads {
+    let [n, c, h, w] = d_out.dims4();
+    let plane = h * w;
+    let m = (n * plane) as f32;
+    let x_hat = saved.x_hat.data();
+    let g = d_out.data();
+
+    // dγ_c = Σ d_out · x̂ and dβ_c = Σ d_out over the channel's M values, in f64.
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|c_idx| {
+            let mut d_gamma = 0.0f64;
+            let mut d_beta = 0.0f64;
+            for n_idx in 0..n {
+                let range = (n_idx * c + c_idx) * plane..(n_idx * c + c_idx + 1) * plane;
+                for (&go, &xh) in g[range.clone()].iter().zip(&x_hat[range]) {
+                    d_gamma += (go * xh) as f64;
+                    d_beta += go as f64;
+                }
+            }
+            (d_gamma, d_beta)
+        })
+        .collect();
+    let d_gamma: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+    let d_beta: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
+
+    let mut d_input = Tensor::zeros(d_out.shape());
+    d_input
+        .data_mut()
+        .par_chunks_mut(c * plane)
+        .enumerate()
+        .for_each(|(n_idx, d_image)| {
+            for c_idx in 0..c {
+                let base = n_idx * c * plane + c_idx * plane;
+                let scale = gamma.data()[c_idx] * saved.inv_std[c_idx];
+                let dst = &mut d_image[c_idx * plane..(c_idx + 1) * plane];
+                let (go, xh) = (&g[base..base + plane], &x_hat[base..base + plane]);
+                if saved.training {
+                    // dx = γ/σ · (d_out - mean(d_out) - x̂ · mean(d_out · x̂))
+                    let (mean_dg, mean_db) = (d_gamma[c_idx] / m, d_beta[c_idx] / m);
+                    for ((d, &go), &xh) in dst.iter_mut().zip(go).zip(xh) {
+                        *d = scale * (go - mean_db - xh * mean_dg);
+                    }
+                } else {
+                    // The running statistics are constants: dx = γ/σ · d_out.
+                    for (d, &go) in dst.iter_mut().zip(go) {
+                        *d = scale * go;
+                    }
+                }
+            }
+        });
+    BatchNormGrads {
+        d_input,
+        d_gamma: Tensor::from_vec(&[c], d_gamma),
+        d_beta: Tensor::from_vec(&[c], d_beta),
+    }
+}
+
+struct BatchNormBackward {
+    input: Var,
+    gamma: Var,
+    beta: Var,
+    saved: BatchNormSaved,
+}
+
+impl Backward for BatchNormBackward {
+    fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
+        let g = batch_norm2d_backward(&self.saved, &values[self.gamma.0], d_out);
+        grads.add(self.input, g.d_input);
+        grads.add(self.gamma, g.d_gamma);
+        grads.add(self.beta, g.d_beta);
+    }
+}
+
+impl Graph {
+    /// `[N, C, H, W] -> [N, C, H, W]`; updates `running` when `training`.
+    pub fn batch_norm2d(
+        &mut self,
+        input: Var,
+        gamma: Var,
+        beta: Var,
+        running: &mut RunningStats,
+        cfg: BatchNormConfig,
+        training: bool,
+    ) -> Var {
+        let (out, saved) = batch_norm2d_forward(
+            self.value(input),
+            self.value(gamma),
+            self.value(beta),
+            running,
+            cfg,
+            training,
+        );
+        let op = BatchNormBackward {
+            input,
+            gamma,
+            beta,
+            saved,
+        };
+        self.push_op(out, &[input, gamma, beta], op)
+    }
+}

@@ -1,0 +1,404 @@
+//! 2-d convolution by im2col and GEMM, with a plain-loop twin.
+//!
+//! Shapes: N batch, C input channels, K output channels, H/W input height and width,
+//! KH/KW kernel height and width, OH/OW output height and width.
+//! `[N, C, H, W] * weight [K, C, KH, KW] + bias [K] -> [N, K, OH, OW]`, with
+//! OH = (H + 2 * padding - KH) / stride + 1 and likewise OW; padding is zeros.
+//!
+//! For each image the im2col matrix `cols` has one row per (c, kh, kw) and one column per
+//! output position (oh, ow), so the convolution is one product: out = W · cols + b, with W
+//! seen as a [K, C·KH·KW] matrix.
+
+use rayon::prelude::*;
+
+use crate::gemm::{gemm, MatMut, MatRef};
+use crate::graph::{Backward, Grads, Graph, Var};
+use crate::parallel::sum_over_images;
+use crate::tensor::Tensor;
+
+/// Stride and zero padding, the same along height and width.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Conv2dConfig {
+            stride: 1,
+            padding: 0,
+        }
+    }
+}
+
+/// The dimensions of one convolution, bound once and passed around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvDims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl ConvDims {
+    /// Checks that input and weight fit together and works out the output size.
+    #[track_caller]
+    pub fn new(input: &[usize], weight: &[usize], cfg: Conv2dConfig) -> ConvDims {
+        let (Some([n, c, h, w]), Some([k, wc, kh, kw])) = (dims4(input), dims4(weight)) else {
+            panic!("conv2d wants 4-d input and weight, got {input:?} and {weight:?}")
+        };
+        assert_eq!(
+            c, wc,
+            "conv2d: input {input:?} has {c} channels, weight {weight:?} wants {wc}"
+        );
+        assert!(cfg.stride > 0, "conv2d: stride must be positive");
+        assert!(
+            h + 2 * cfg.padding >= kh && w + 2 * cfg.padding >= kw,
+            "conv2d: kernel {kh}x{kw} larger than padded input {h}x{w} (padding {})",
+            cfg.padding
+        );
+        let oh = (h + 2 * cfg.padding - kh) / cfg.stride + 1;
+        let ow = (w + 2 * cfg.padding - kw) / cfg.stride + 1;
+        ConvDims {
+            n,
+            c,
+            h,
+            w,
+            k,
+            kh,
+            kw,
+            oh,
+            ow,
+            stride: cfg.stride,
+            padding: cfg.padding,
+        }
+    }
+
+    /// Rows of the im2col matrix: C·KH·KW.
+    pub fn col_rows(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Columns of the im2col matrix: OH·OW.
+    pub fn col_cols(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Multiply-adds of the forward pass over the batch.
+    pub fn forward_macs(&self) -> usize {
+        self.n * self.k * self.col_rows() * self.col_cols()
+    }
+}
+
+fn dims4(shape: &[usize]) -> Option<[usize; 4]> {
+    shape.try_into().ok()
+}
+
+/// What the backward pass keeps from the forward pass: every image's im2col matrix.
+pub struct ConvSaved {
+    pub dims: ConvDims,
+    /// `[N, C·KH·KW, OH·OW]`
+    pub cols: Vec<f32>,
+}
+
+/// The gradients of one convolution. `d_input` is `None` when it was not asked for.
+pub struct ConvGrads {
+    pub d_input: Option<Tensor>,
+    pub d_weight: Tensor,
+    pub d_bias: Tensor,
+}
+
+/// Copies the receptive fields of one image `[C, H, W]` into `cols` `[C·KH·KW, OH·OW]`
+/// (overwrites).
+pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32]) {
+    let n_cols = d.col_cols();
+    for c in 0..d.c {
+        let plane = &image[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for kh in 0..d.kh {
+            for kw in 0..d.kw {
+                let row_idx = (c * d.kh + kh) * d.kw + kw;
+                let row = &mut cols[row_idx * n_cols..(row_idx + 1) * n_cols];
+                for oh in 0..d.oh {
+                    let out_row = &mut row[oh * d.ow..(oh + 1) * d.ow];
+                    let y = (oh * d.stride + kh) as isize - d.padding as isize;
+                    if y < 0 || y >= d.h as isize {
+                        out_row.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[y as usize * d.w..(y as usize + 1) * d.w];
+                    for (ow, dst) in out_row.iter_mut().enumerate() {
+                        let x = (ow * d.stride + kw) as isize - d.padding as isize;
+                        *dst = if x < 0 || x >= d.w as isize {
+                            0.0
+                        } else {
+                            src[x as usize]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds every entry of `cols` back onto the input pixel it was
+/// copied from. Overwrites `image` `[C, H, W]`.
+pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32]) {
+    image.fill(0.0);
+    let n_cols = d.col_cols();
+    for c in 0..d.c {
+        let plane = &mut image[c * d.h * d.w..(c + 1) * d.h * d.w];
+        for kh in 0..d.kh {
+            for kw in 0..d.kw {
+                let row_idx = (c * d.kh + kh) * d.kw + kw;
+                let row = &cols[row_idx * n_cols..(row_idx + 1) * n_cols];
+                for oh in 0..d.oh {
+                    let y = (oh * d.stride + kh) as isize - d.padding as isize;
+                    if y < 0 || y >= d.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[y as usize * d.w..(y as usize + 1) * d.w];
+                    for ow in 0..d.ow {
+                        let x = (ow * d.stride + kw) as isize - d.padding as isize;
+                        if x >= 0 && x < d.w as isize {
+                            dst[x as usize] += row[oh * d.ow + ow];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `[N, C, H, W] -> [N, K, OH, OW]`, one image per task: im2col, then GEMM, then bias.
+pub fn conv2d_forward(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    cfg: Conv2dConfig,
+) -> (Tensor, ConvSaved) {
+    let d = ConvDims::new(input.shape(), weight.shape(), cfg);
+    assert_eq!(bias.shape(), [d.k], "conv2d: bias must be [{}]", d.k);
+    let (col_rows, col_cols) = (d.col_rows(), d.col_cols());
+    let image_len = d.c * d.h * d.w;
+    let out_len = d.k * col_cols;
+    let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
+    let mut cols = vec![0.0f32; d.n * col_rows * col_cols];
+    let w = MatRef::row_major(weight.data(), d.k, col_rows);
+
+    out.data_mut()
+        .par_chunks_mut(out_len)
+        .zip(cols.par_chunks_mut(col_rows * col_cols))
+        .enumerate()
+        .for_each(|(n_idx, (out_image, cols_image))| {
+            // 1. im2col
+            let image = &input.data()[n_idx * image_len..(n_idx + 1) * image_len];
+            im2col(image, &d, cols_image);
+
+            // 2. GEMM: out[K, OH·OW] = W[K, C·KH·KW] · cols[C·KH·KW, OH·OW]
+            let cols_view = MatRef::row_major(cols_image, col_rows, col_cols);
+            gemm(
+                1.0,
+                w,
+                cols_view,
+                0.0,
+                MatMut::row_major(out_image, d.k, col_cols),
+            );
+
+            // 3. bias
+            for (plane, &b) in out_image.chunks_mut(col_cols).zip(bias.data()) {
+                plane.iter_mut().for_each(|v| *v += b);
+            }
+        });
+    (out, ConvSaved { dims: d, cols })
+}
+
+/// Gradients of `conv2d_forward`, into fresh tensors (overwrites nothing of the caller's).
+pub fn conv2d_backward(
+    saved: &ConvSaved,
+    weight: &Tensor,
+    d_out: &Tensor,
+    want_input: bool,
+) -> ConvGrads {
+    let d = saved.dims;
+    let (col_rows, col_cols) = (d.col_rows(), d.col_cols());
+    let out_len = d.k * col_cols;
+    let cols_len = col_rows * col_cols;
+
+    // dW = Σ_n d_out_n · cols_nᵀ and db = Σ_n Σ_(oh, ow) d_out_n, in fixed image groups.
+    let d_weight_and_bias = sum_over_images(d.n, d.k * col_rows + d.k, |start, end, acc| {
+        let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
+        for n_idx in start..end {
+            let d_out_image = &d_out.data()[n_idx * out_len..(n_idx + 1) * out_len];
+            let cols_image = &saved.cols[n_idx * cols_len..(n_idx + 1) * cols_len];
+            gemm(
+                1.0,
+                MatRef::row_major(d_out_image, d.k, col_cols),
+                MatRef::row_major(cols_image, col_rows, col_cols).t(),
+                1.0,
+                MatMut::row_major(acc_w, d.k, col_rows),
+            );
+            for (b, plane) in acc_b.iter_mut().zip(d_out_image.chunks(col_cols)) {
+                *b += plane.iter().sum::<f32>();
+            }
+        }
+    });
+    let (d_weight, d_bias) = d_weight_and_bias.split_at(d.k * col_rows);
+    let d_weight = Tensor::from_vec(weight.shape(), d_weight.to_vec());
+    let d_bias = Tensor::from_vec(&[d.k], d_bias.to_vec());
+
+    // d_cols_n = Wᵀ · d_out_n, then col2im folds it back onto the input pixels.
+    let d_input = want_input.then(|| {
+        let image_len = d.c * d.h * d.w;
+        let mut d_input = Tensor::zeros(&[d.n, d.c, d.h, d.w]);
+        let w_t = MatRef::row_major(weight.data(), d.k, col_rows).t();
+        d_input
+            .data_mut()
+            .par_chunks_mut(image_len)
+            .enumerate()
+            .for_each_init(
+                || vec![0.0f32; cols_len],
+                |d_cols, (n_idx, d_image)| {
+                    let d_out_image = &d_out.data()[n_idx * out_len..(n_idx + 1) * out_len];
+                    gemm(
+                        1.0,
+                        w_t,
+                        MatRef::row_major(d_out_image, d.k, col_cols),
+                        0.0,
+                        MatMut::row_major(d_cols, col_rows, col_cols),
+                    );
+                    col2im(d_cols, &d, d_image);
+                },
+            );
+        d_input
+    });
+
+    ConvGrads {
+        d_input,
+        d_weight,
+        d_bias,
+    }
+}
+
+/// The direct seven-loop convolution: the specification `conv2d_forward` is tested against.
+pub fn conv2d_forward_naive(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    cfg: Conv2dConfig,
+) -> Tensor {
+    let d = ConvDims::new(input.shape(), weight.shape(), cfg);
+    let (x, wt) = (input.data(), weight.data());
+    let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
+    let o = out.data_mut();
+    for n in 0..d.n {
+        for k in 0..d.k {
+            for oh in 0..d.oh {
+                for ow in 0..d.ow {
+                    let mut acc = bias.data()[k];
+                    for c in 0..d.c {
+                        for kh in 0..d.kh {
+                            for kw in 0..d.kw {
+                                let y = (oh * d.stride + kh) as isize - d.padding as isize;
+                                let xx = (ow * d.stride + kw) as isize - d.padding as isize;
+                                if y < 0 || y >= d.h as isize || xx < 0 || xx >= d.w as isize {
+                                    continue;
+                                }
+                                let (y, xx) = (y as usize, xx as usize);
+                                acc += x[((n * d.c + c) * d.h + y) * d.w + xx]
+                                    * wt[((k * d.c + c) * d.kh + kh) * d.kw + kw];
+                            }
+                        }
+                    }
+                    o[((n * d.k + k) * d.oh + oh) * d.ow + ow] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The direct loops of the convolution's gradients: the twin of `conv2d_backward`.
+pub fn conv2d_backward_naive(
+    input: &Tensor,
+    weight: &Tensor,
+    d_out: &Tensor,
+    cfg: Conv2dConfig,
+) -> ConvGrads {
+    let d = ConvDims::new(input.shape(), weight.shape(), cfg);
+    let (x, wt, g) = (input.data(), weight.data(), d_out.data());
+    let mut d_input = Tensor::zeros(input.shape());
+    let mut d_weight = Tensor::zeros(weight.shape());
+    let mut d_bias = Tensor::zeros(&[d.k]);
+    for n in 0..d.n {
+        for k in 0..d.k {
+            for oh in 0..d.oh {
+                for ow in 0..d.ow {
+                    let go = g[((n * d.k + k) * d.oh + oh) * d.ow + ow];
+                    d_bias.data_mut()[k] += go;
+                    for c in 0..d.c {
+                        for kh in 0..d.kh {
+                            for kw in 0..d.kw {
+                                let y = (oh * d.stride + kh) as isize - d.padding as isize;
+                                let xx = (ow * d.stride + kw) as isize - d.padding as isize;
+                                if y < 0 || y >= d.h as isize || xx < 0 || xx >= d.w as isize {
+                                    continue;
+                                }
+                                let x_idx = ((n * d.c + c) * d.h + y as usize) * d.w + xx as usize;
+                                let w_idx = ((k * d.c + c) * d.kh + kh) * d.kw + kw;
+                                d_weight.data_mut()[w_idx] += go * x[x_idx];
+                                d_input.data_mut()[x_idx] += go * wt[w_idx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    ConvGrads {
+        d_input: Some(d_input),
+        d_weight,
+        d_bias,
+    }
+}
+
+struct Conv2dBackward {
+    input: Var,
+    weight: Var,
+    bias: Var,
+    saved: ConvSaved,
+}
+
+impl Backward for Conv2dBackward {
+    fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
+        let weight = &values[self.weight.0];
+        let g = conv2d_backward(&self.saved, weight, d_out, grads.wants(self.input));
+        if let Some(d_input) = g.d_input {
+            grads.add(self.input, d_input);
+        }
+        grads.add(self.weight, g.d_weight);
+        grads.add(self.bias, g.d_bias);
+    }
+}
+
+impl Graph {
+    /// `[N, C, H, W] -> [N, K, OH, OW]`; see the module docs.
+    pub fn conv2d(&mut self, input: Var, weight: Var, bias: Var, cfg: Conv2dConfig) -> Var {
+        let (out, saved) =
+            conv2d_forward(self.value(input), self.value(weight), self.value(bias), cfg);
+        let op = Conv2dBackward {
+            input,
+            weight,
+            bias,
+            saved,
+        };
+        self.push_op(out, &[input, weight, bias], op)
+    }
+}

@@ -1,0 +1,78 @@
+//! The threading policy: how work is cut into pieces, independently of the thread count.
+//!
+//! Parallel loops hand each image (or each channel) to one task through `par_chunks_mut`,
+//! so writes are disjoint by construction. Sums over the batch are cut into groups of
+//! `REDUCE_GROUP` images whose boundaries depend only on the batch size; each group is
+//! summed in image order on one thread and the group results are added in group order.
+//! A run therefore computes the same bits with 1 thread or 64.
+
+use rayon::prelude::*;
+
+/// Images summed on one thread before partial results are combined.
+pub const REDUCE_GROUP: usize = 5;
+
+/// The image ranges `[start, end)` of the reduction groups of a batch of `n_images`.
+pub fn reduce_groups(n_images: usize) -> Vec<(usize, usize)> {
+    (0..n_images.div_ceil(REDUCE_GROUP))
+        .map(|g| (g * REDUCE_GROUP, ((g + 1) * REDUCE_GROUP).min(n_images)))
+        .collect()
+}
+
+/// Sums `len`-long vectors over the images of a batch in a fixed order.
+///
+/// `accumulate(start, end, acc)` adds the contribution of images `start..end` into `acc`
+/// (which starts at zero). Groups run in parallel; their results are added in group order.
+pub fn sum_over_images<F>(n_images: usize, len: usize, accumulate: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    let groups = reduce_groups(n_images);
+    let partials: Vec<Vec<f32>> = groups
+        .par_iter()
+        .map(|&(start, end)| {
+            let mut acc = vec![0.0f32; len];
+            accumulate(start, end, &mut acc);
+            acc
+        })
+        .collect();
+    let mut total = vec![0.0f32; len];
+    for partial in &partials {
+        for (t, p) in total.iter_mut().zip(partial) {
+            *t += p;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_cover_the_batch_once() {
+        assert_eq!(reduce_groups(12), vec![(0, 5), (5, 10), (10, 12)]);
+        assert_eq!(reduce_groups(0), vec![]);
+    }
+
+    #[test]
+    fn sum_is_identical_for_any_thread_count() {
+        let values: Vec<f32> = (0..97).map(|i| 1.0 / (i as f32 + 0.37)).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                sum_over_images(values.len(), 1, |s, e, acc| {
+                    for v in &values[s..e] {
+                        acc[0] += v;
+                    }
+                })
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 8] {
+            assert_eq!(one[0].to_bits(), run(threads)[0].to_bits());
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Fast kernels against their plain-loop twins, and ops against values worked out by hand.
+
+use scratchnet_tensor::ops::batchnorm::{batch_norm2d_forward, BatchNormConfig, RunningStats};
+use scratchnet_tensor::ops::conv::{
+    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
+};
+use scratchnet_tensor::ops::loss::cross_entropy_forward;
+use scratchnet_tensor::ops::pool::{avg_pool2d_forward, max_pool2d_forward, PoolConfig};
+use scratchnet_tensor::Tensor;
+
+fn ramp(shape: &[usize], scale: f32, offset: usize) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| (((i + offset) * 37 % 101) as f32 - 50.0) * scale)
+        .collect();
+    Tensor::from_vec(shape, data)
+}
+
+#[track_caller]
+fn assert_close(a: &Tensor, b: &Tensor, tol: f32) {
+    assert_eq!(a.shape(), b.shape());
+    for (i, (x, y)) in a.data().iter().zip(b.data()).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "element {i}: {x} vs {y}"
+        );
+    }
+}
+
+/// im2col + GEMM against the seven direct loops, forward and backward. The two sum in
+/// different orders, so they agree to f32 rounding: about 1e-7 per term, and the largest
+/// sums here (dW at conv1: 7 images x 784 positions) stay within 1e-4 relative.
+fn check_conv_against_naive(input: [usize; 4], weight: [usize; 4], cfg: Conv2dConfig) {
+    let tol = 1e-4;
+    let x = ramp(&input, 0.02, 1);
+    let w = ramp(&weight, 0.01, 2);
+    let b = ramp(&[weight[0]], 0.1, 3);
+    let (fast, saved) = conv2d_forward(&x, &w, &b, cfg);
+    let naive = conv2d_forward_naive(&x, &w, &b, cfg);
+    assert_close(&fast, &naive, tol);
+
+    let d_out = ramp(fast.shape(), 0.03, 4);
+    let g_fast = conv2d_backward(&saved, &w, &d_out, true);
+    let g_naive = conv2d_backward_naive(&x, &w, &d_out, cfg);
+    assert_close(
+        g_fast.d_input.as_ref().unwrap(),
+        g_naive.d_input.as_ref().unwrap(),
+        tol,
+    );
+    assert_close(&g_fast.d_weight, &g_naive.d_weight, tol);
+    assert_close(&g_fast.d_bias, &g_naive.d_bias, tol);
+}
+
+#[test]
+fn im2col_conv_equals_naive_with_stride_2_and_padding_1() {
+    check_conv_against_naive(
+        [3, 4, 9, 8],
+        [5, 4, 3, 3],
+        Conv2dConfig {
+            stride: 2,
+            padding: 1,
+        },
+    );
+}
+
+#[test]
+fn im2col_conv_equals_naive_with_stride_2_padding_1_kernel_5() {
+    check_conv_against_naive(
+        [2, 3, 11, 11],
+        [4, 3, 5, 5],
+        Conv2dConfig {
+            stride: 2,
+            padding: 1,
+        },
+    );
+}
+
+#[test]
+fn im2col_conv_equals_naive_at_the_lenet_shapes() {
+    let cfg = Conv2dConfig::default();
+    check_conv_against_naive([7, 3, 32, 32], [6, 3, 5, 5], cfg);
+    check_conv_against_naive([7, 6, 14, 14], [16, 6, 5, 5], cfg);
+    check_conv_against_naive([7, 16, 5, 5], [120, 16, 5, 5], cfg);
+}
+
+#[test]
+fn conv_backward_skips_the_input_gradient_when_not_wanted() {
+    let x = ramp(&[2, 3, 8, 8], 0.02, 1);
+    let w = ramp(&[4, 3, 3, 3], 0.01, 2);
+    let b = Tensor::zeros(&[4]);
+    let (out, saved) = conv2d_forward(&x, &w, &b, Conv2dConfig::default());
+    let g = conv2d_backward(&saved, &w, &out, false);
+    assert!(g.d_input.is_none());
+}
+
+#[test]
+fn batch_norm_statistics_match_hand_values() {
+    // One channel, values 1, 2, 3, 4: mean 2.5, biased variance 1.25 (normalisation),
+    // unbiased variance 5/3 (running estimate), as PyTorch's BatchNorm2d defines them.
+    let x = Tensor::from_vec(&[2, 1, 1, 2], vec![1.0, 2.0, 3.0, 4.0]);
+    let gamma = Tensor::from_vec(&[1], vec![2.0]);
+    let beta = Tensor::from_vec(&[1], vec![0.5]);
+    let mut running = RunningStats::new(1);
+    let cfg = BatchNormConfig::default();
+    let (y, _) = batch_norm2d_forward(&x, &gamma, &beta, &mut running, cfg, true);
+    let inv_std = 1.0 / (1.25f32 + 1e-5).sqrt();
+    let expected: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .map(|v| 2.0 * (v - 2.5) * inv_std + 0.5)
+        .collect();
+    assert_close(&y, &Tensor::from_vec(&[2, 1, 1, 2], expected), 1e-6);
+    // running = 0.9 · (0, 1) + 0.1 · (2.5, 5/3)
+    assert!((running.mean[0] - 0.25).abs() < 1e-7);
+    assert!((running.var[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
+    assert_eq!(running.n_batches, 1);
+
+    // Evaluation uses the running estimates and leaves them alone.
+    let before = running.clone();
+    let (y_eval, _) = batch_norm2d_forward(&x, &gamma, &beta, &mut running, cfg, false);
+    assert_eq!(running, before);
+    let s = 1.0 / (running.var[0] + 1e-5).sqrt();
+    assert!((y_eval.data()[0] - (2.0 * (1.0 - 0.25) * s + 0.5)).abs() < 1e-6);
+}
+
+#[test]
+fn cross_entropy_matches_hand_values() {
+    // logits (1, 2, 3), label 2: loss = log(1 + e⁻¹ + e⁻²) = 0.40760596.
+    // With smoothing 0.1 over K = 3, target (1/30, 1/30, 1/30 + 0.9) and
+    // loss = Σ -t·log p = (2.40760596 + 1.40760596 + 0.40760596)/30 + 0.9 · 0.40760596
+    //      = 0.50760596.
+    let logits = Tensor::from_vec(&[1, 3], vec![1.0, 2.0, 3.0]);
+    let plain = cross_entropy_forward(&logits, &[2], 0.0);
+    assert!(
+        (plain.mean_loss - 0.407_605_96).abs() < 1e-6,
+        "{}",
+        plain.mean_loss
+    );
+    let smooth = cross_entropy_forward(&logits, &[2], 0.1);
+    assert!(
+        (smooth.mean_loss - 0.507_605_96).abs() < 1e-6,
+        "{}",
+        smooth.mean_loss
+    );
+}
+
+#[test]
+fn cross_entropy_is_stable_for_huge_logits() {
+    let logits = Tensor::from_vec(&[1, 3], vec![1000.0, 0.0, -1000.0]);
+    let out = cross_entropy_forward(&logits, &[0], 0.0);
+    assert_eq!(out.mean_loss, 0.0);
+    let out = cross_entropy_forward(&logits, &[1], 0.0);
+    assert!((out.mean_loss - 1000.0).abs() < 1e-3);
+    assert!(out.probs.data().iter().all(|p| p.is_finite()));
+}
+
+#[test]
+fn pooling_matches_hand_values() {
+    // 4x4 plane 0..15; 2x2 windows: averages 2.5, 4.5, 10.5, 12.5 and maxima 5, 7, 13, 15.
+    let x = Tensor::from_vec(&[1, 1, 4, 4], (0..16).map(|v| v as f32).collect());
+    let cfg = PoolConfig {
+        kernel: 2,
+        stride: 2,
+    };
+    assert_eq!(avg_pool2d_forward(&x, cfg).data(), [2.5, 4.5, 10.5, 12.5]);
+    let (max, argmax) = max_pool2d_forward(&x, cfg);
+    assert_eq!(max.data(), [5.0, 7.0, 13.0, 15.0]);
+    assert_eq!(argmax, [5, 7, 13, 15]);
+}
