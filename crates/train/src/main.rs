@@ -1,1 +1,68 @@
-fn main() {}
+//! `scratchnet`: train and evaluate small convolutional networks on CIFAR-10, on a CPU.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod checkpoint;
+mod data;
+mod eval_cmd;
+mod evaluate;
+mod metrics;
+mod recipe;
+mod run_info;
+mod train_cmd;
+mod trainer;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "scratchnet",
+    version,
+    about = "CNNs on CIFAR-10 from scratch, bit-for-bit reproducible"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a network from a recipe, or resume a run.
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a weights file on the test or validation images.
+    Eval(eval_cmd::EvalArgs),
+}
+
+fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n == 0 {
+        anyhow::bail!("--threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()?;
+    Ok(n)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => {
+            let threads = set_threads(args.threads)?;
+            train_cmd::run_train(args, threads)
+        }
+        Command::Eval(args) => {
+            set_threads(args.threads)?;
+            eval_cmd::run_eval(args)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Recipes: everything that decides what a run computes, read from a TOML file.
+//!
+//! `--recipe` takes a built-in name (`original`, `v2`, the files under `recipes/`) or a
+//! path. Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use scratchnet_augment::AugmentConfig;
+use scratchnet_optim::{AdamConfig, Schedule, SelectionConfig};
+use scratchnet_tensor::nn::{self, Layer};
+use serde::{Deserialize, Serialize};
+
+/// The built-in recipes, compiled in so the binary works from any folder.
+const BUILT_IN: [(&str, &str); 2] = [
+    ("original", include_str!("../../../recipes/original.toml")),
+    ("v2", include_str!("../../../recipes/v2.toml")),
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmaConfig {
+    pub decay: f32,
+}
+
+/// The network: a named built-in, or a list of layers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetworkSpec {
+    Named(String),
+    Layers(Vec<Layer>),
+}
+
+impl NetworkSpec {
+    pub fn layers(&self) -> Result<Vec<Layer>> {
+        let layers = match self {
+            NetworkSpec::Named(name) if name == "lenet5-bn" => nn::lenet5_bn(),
+            NetworkSpec::Named(name) => bail!("unknown network {name:?} (known: lenet5-bn)"),
+            NetworkSpec::Layers(layers) => layers.clone(),
+        };
+        let shapes = nn::infer_shapes(&layers, &[3, 32, 32])?;
+        match shapes.last().map(|s| &s[..]) {
+            Some([10]) => Ok(layers),
+            other => bail!("the network must end in 10 logits, it ends in {other:?}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    pub network: NetworkSpec,
+    pub epochs: usize,
+    pub batch_size: usize,
+    #[serde(default)]
+    pub label_smoothing: f32,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+    #[serde(default)]
+    pub optimizer: AdamConfig,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// No EMA network when absent.
+    #[serde(default)]
+    pub ema: Option<EmaConfig>,
+    #[serde(default)]
+    pub selection: SelectionConfig,
+}
+
+impl Recipe {
+    /// A built-in recipe by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Recipe> {
+        if let Some((_, text)) = BUILT_IN.iter().find(|(name, _)| *name == name_or_path) {
+            return Recipe::parse(text).with_context(|| format!("built-in recipe {name_or_path}"));
+        }
+        let path = Path::new(name_or_path);
+        if !path.exists() {
+            let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+            bail!(
+                "recipe {name_or_path:?} is neither a built-in ({}) nor a file",
+                names.join(", ")
+            );
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading recipe {}", path.display()))?;
+        Recipe::parse(&text).with_context(|| format!("recipe {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Recipe> {
+        let recipe: Recipe = toml::from_str(text)?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.network.layers()?;
+        if self.batch_size == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            bail!(
+                "label_smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            );
+        }
+        if let Some(ema) = &self.ema {
+            if !(0.0..1.0).contains(&ema.decay) {
+                bail!("ema.decay must be in [0, 1), got {}", ema.decay);
+            }
+        }
+        self.augment.validate()?;
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        self.selection.validate()?;
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a recipe always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_recipes_parse_and_say_what_recipes_md_says() {
+        let original = Recipe::load("original").unwrap();
+        assert_eq!(original.optimizer.weight_decay, 1e-3);
+        assert_eq!(original.label_smoothing, 0.0);
+        assert!(original.ema.is_none());
+        assert_eq!(original.selection.patience, None);
+        let v2 = Recipe::load("v2").unwrap();
+        assert_eq!(v2.optimizer.weight_decay, 5e-4);
+        assert_eq!(v2.label_smoothing, 0.05);
+        assert_eq!(v2.ema, Some(EmaConfig { decay: 0.999 }));
+        assert_eq!(
+            v2.schedule,
+            Schedule::Cosine {
+                t_max: 150,
+                eta_min: 3e-5
+            }
+        );
+        assert_eq!(v2.augment.crop_padding, 2);
+        assert_eq!(v2.augment.flip_prob, 0.4);
+        assert_eq!(v2.selection.patience, Some(20));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let text = include_str!("../../../recipes/v2.toml").replace("batch_size", "batch_sise");
+        let err = format!("{:#}", Recipe::parse(&text).unwrap_err());
+        assert!(err.contains("batch_sise"), "{err}");
+    }
+
+    #[test]
+    fn recipe_round_trips_through_toml() {
+        let v2 = Recipe::load("v2").unwrap();
+        assert_eq!(Recipe::parse(&v2.to_toml()).unwrap(), v2);
+    }
+
+    #[test]
+    fn missing_recipe_file_names_it() {
+        let err = Recipe::load("no/such/recipe.toml").unwrap_err().to_string();
+        assert!(err.contains("no/such/recipe.toml"), "{err}");
+    }
+}

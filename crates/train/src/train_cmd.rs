@@ -1,0 +1,179 @@
+//! `scratchnet train`: a new run from a recipe, or `--resume` of an existing one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::data::load_split;
+use crate::evaluate::{evaluate, per_class_scores};
+use crate::recipe::Recipe;
+use crate::run_info::{cpu_features, git_revision, RunInfo};
+use crate::trainer::{run, RunPlan, TrainState};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Recipe: a built-in name (original, v2) or a TOML file.
+    #[arg(long, required_unless_present = "resume")]
+    pub recipe: Option<String>,
+    /// Folder with data_batch_1.bin .. data_batch_5.bin (and test_batch.bin).
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Epochs in all (overrides the recipe; with --resume, counting those done).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per training batch (overrides the recipe).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Train on the first N images left after the validation hold-out.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Hold out the last N training images for validation.
+    #[arg(long, default_value_t = 5000)]
+    pub val_size: usize,
+    /// Seed of every random stream of the run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: the number of cores). Results do not depend on it.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run folder (default: runs/<recipe>-<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in this folder (its recipe, seed and data) to --epochs in all.
+    #[arg(long, conflicts_with_all = ["recipe", "data", "batch_size", "train_limit", "seed", "out"])]
+    pub resume: Option<PathBuf>,
+}
+
+pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
+    let (plan, mut info, state) = match &args.resume {
+        Some(run_dir) => resume_plan(run_dir, &args, threads)?,
+        None => new_plan(&args, threads)?,
+    };
+    let split = load_split(&info.data, info.val_size, info.train_limit)?;
+    println!(
+        "run={} recipe={} seed={} threads={} train_images={} val_images={} epochs={} start_epoch={}",
+        plan.run_dir.display(),
+        plan.recipe.name,
+        plan.seed,
+        threads,
+        split.train.len(),
+        split.val.len(),
+        plan.epochs,
+        state.epochs_done + 1
+    );
+    let outcome = run(&plan, &split, state)?;
+
+    info.best_epoch = outcome.best_epoch;
+    let best_path = plan.run_dir.join("best.safetensors");
+    info.best_sha256 = best_path
+        .exists()
+        .then(|| crate::checkpoint::sha256_hex(&best_path))
+        .transpose()?;
+    if let (Some(mut best), true) = (
+        outcome.best,
+        info.data.join(scratchnet_cifar::TEST_FILE).exists(),
+    ) {
+        let test = scratchnet_cifar::load_test(&info.data)?;
+        let eval = evaluate(
+            &mut best,
+            &test,
+            &plan.recipe.augment,
+            plan.recipe.label_smoothing,
+        );
+        println!("class precision recall f1");
+        let names = scratchnet_cifar::load_class_names(&info.data).ok();
+        for (c, (p, r, f)) in per_class_scores(&eval.confusion).iter().enumerate() {
+            let name = names.as_ref().map_or(c.to_string(), |n| n[c].clone());
+            println!("{name} {p:.3} {r:.3} {f:.3}");
+        }
+        println!(
+            "best_epoch={} test_loss={:.4} test_acc={:.2} n={}",
+            info.best_epoch.unwrap_or(0),
+            eval.loss,
+            eval.accuracy,
+            eval.n_images
+        );
+        info.test_loss = Some(eval.loss);
+        info.test_acc = Some(eval.accuracy);
+    }
+    info.write(&plan.run_dir)?;
+    Ok(())
+}
+
+fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, TrainState)> {
+    let recipe_name = args.recipe.as_deref().expect("clap requires --recipe");
+    let mut recipe = Recipe::load(recipe_name)?;
+    if let Some(epochs) = args.epochs {
+        recipe.epochs = epochs;
+    }
+    if let Some(batch_size) = args.batch_size {
+        recipe.batch_size = batch_size;
+    }
+    recipe.validate()?;
+    let data = args.data.clone().expect("clap requires --data");
+    let run_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", recipe.name, args.seed)));
+    if run_dir.join("state.safetensors").exists() {
+        bail!(
+            "{} already holds a run: continue it with --resume {0}, or choose another --out",
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    crate::checkpoint::write_atomically(&run_dir.join("recipe.toml"), recipe.to_toml().as_bytes())?;
+    let info = RunInfo {
+        recipe: recipe.name.clone(),
+        seed: args.seed,
+        threads,
+        data: std::path::absolute(&data).unwrap_or(data),
+        val_size: args.val_size,
+        train_limit: args.train_limit,
+        epochs: recipe.epochs,
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: git_revision(),
+        cpu_features: cpu_features(),
+        best_epoch: None,
+        best_sha256: None,
+        test_loss: None,
+        test_acc: None,
+    };
+    info.write(&run_dir)?;
+    let state = TrainState::new(&recipe, args.seed)?;
+    let plan = RunPlan {
+        run_dir,
+        epochs: recipe.epochs,
+        recipe,
+        seed: args.seed,
+    };
+    Ok((plan, info, state))
+}
+
+fn resume_plan(
+    run_dir: &Path,
+    args: &TrainArgs,
+    threads: usize,
+) -> Result<(RunPlan, RunInfo, TrainState)> {
+    let mut info = RunInfo::read(run_dir)?;
+    let recipe_path = run_dir.join("recipe.toml");
+    let text = std::fs::read_to_string(&recipe_path)
+        .with_context(|| format!("reading {}", recipe_path.display()))?;
+    let mut recipe =
+        Recipe::parse(&text).with_context(|| format!("recipe {}", recipe_path.display()))?;
+    if let Some(epochs) = args.epochs {
+        recipe.epochs = epochs;
+    }
+    let state = TrainState::load(run_dir, &recipe, info.seed)
+        .with_context(|| format!("resuming {}", run_dir.display()))?;
+    info.threads = threads;
+    info.epochs = recipe.epochs;
+    let plan = RunPlan {
+        run_dir: run_dir.to_path_buf(),
+        epochs: recipe.epochs,
+        seed: info.seed,
+        recipe,
+    };
+    Ok((plan, info, state))
+}
