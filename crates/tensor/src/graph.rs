@@ -16,6 +16,9 @@ pub struct Var(pub(crate) usize);
 /// An op's backward pass: given the gradient of its output, it adds the gradients of its
 /// inputs into `grads`.
 pub(crate) trait Backward: Send + Sync {
+    /// The op's name in profiles, e.g. "conv2d.backward".
+    fn name(&self) -> &'static str;
+
     fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>);
 }
 
@@ -123,7 +126,7 @@ impl Graph {
                 grads: &mut self.grads[..idx],
                 needs_grad: &self.needs_grad[..idx],
             };
-            op.backward(&self.values, &d_out, &mut grads);
+            crate::profile::time(op.name(), || op.backward(&self.values, &d_out, &mut grads));
         }
     }
 }

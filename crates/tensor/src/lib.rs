@@ -8,6 +8,7 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod parallel;
+pub mod profile;
 pub mod rng;
 pub mod tensor;
 

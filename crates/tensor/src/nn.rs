@@ -107,7 +107,7 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
     for (layer_idx, layer) in layers.iter().enumerate() {
         let err = || ShapeError {
             layer_idx,
-            layer: layer.clone(),
+            layer: *layer,
             input: shape.clone(),
         };
         shape = match (*layer, &shape[..]) {

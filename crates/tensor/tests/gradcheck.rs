@@ -300,7 +300,7 @@ fn the_whole_network_has_correct_parameter_gradients() {
     let mut inputs = vec![x];
     inputs.extend(net.params.iter().map(|p| p.value.clone()));
     let mut needs = vec![false];
-    needs.extend(std::iter::repeat(true).take(net.params.len()));
+    needs.extend(std::iter::repeat_n(true, net.params.len()));
     let labels = [1usize, 3, 0];
     check_grads(&inputs, &needs, DEFAULT, |g, v| {
         // Rebuild the network's forward by hand from leaves so every parameter is checked.

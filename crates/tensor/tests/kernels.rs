@@ -40,7 +40,7 @@ fn check_conv_against_naive(input: [usize; 4], weight: [usize; 4], cfg: Conv2dCo
     assert_close(&fast, &naive, tol);
 
     let d_out = ramp(fast.shape(), 0.03, 4);
-    let g_fast = conv2d_backward(&saved, &w, &d_out, true);
+    let g_fast = conv2d_backward(&saved, &x, &w, &d_out, true);
     let g_naive = conv2d_backward_naive(&x, &w, &d_out, cfg);
     assert_close(
         g_fast.d_input.as_ref().unwrap(),
@@ -76,6 +76,36 @@ fn im2col_conv_equals_naive_with_stride_2_padding_1_kernel_5() {
 }
 
 #[test]
+fn im2col_conv_equals_naive_when_padding_exceeds_what_the_stride_reaches() {
+    // Stride 3 with padding 2 leaves whole kernel columns of some output positions in the
+    // padding, and a 1x1 kernel with padding gives all-zero border outputs.
+    check_conv_against_naive(
+        [2, 2, 7, 8],
+        [3, 2, 3, 3],
+        Conv2dConfig {
+            stride: 3,
+            padding: 2,
+        },
+    );
+    check_conv_against_naive(
+        [1, 3, 4, 5],
+        [2, 3, 1, 1],
+        Conv2dConfig {
+            stride: 1,
+            padding: 2,
+        },
+    );
+    check_conv_against_naive(
+        [1, 1, 3, 3],
+        [1, 1, 5, 5],
+        Conv2dConfig {
+            stride: 1,
+            padding: 1,
+        },
+    );
+}
+
+#[test]
 fn im2col_conv_equals_naive_at_the_lenet_shapes() {
     let cfg = Conv2dConfig::default();
     check_conv_against_naive([7, 3, 32, 32], [6, 3, 5, 5], cfg);
@@ -89,7 +119,7 @@ fn conv_backward_skips_the_input_gradient_when_not_wanted() {
     let w = ramp(&[4, 3, 3, 3], 0.01, 2);
     let b = Tensor::zeros(&[4]);
     let (out, saved) = conv2d_forward(&x, &w, &b, Conv2dConfig::default());
-    let g = conv2d_backward(&saved, &w, &out, false);
+    let g = conv2d_backward(&saved, &x, &w, &out, false);
     assert!(g.d_input.is_none());
 }
 

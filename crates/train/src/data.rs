@@ -14,6 +14,7 @@ use scratchnet_tensor::rng::{keyed_rng, Purpose};
 use scratchnet_tensor::Tensor;
 
 /// The training images and the held-out validation images.
+#[derive(Debug)]
 pub struct Split {
     pub train: Dataset,
     pub val: Dataset,
@@ -68,6 +69,18 @@ pub enum Mode {
 /// is one task; its random draws come from the stream (seed, Augment, epoch, index), so the
 /// batch is the same whatever the thread count.
 pub fn make_batch(
+    data: &Dataset,
+    indices: &[usize],
+    cfg: &AugmentConfig,
+    augmenter: &Augmenter,
+    mode: Mode,
+) -> (Tensor, Vec<usize>) {
+    scratchnet_tensor::profile::time("data.batch", || {
+        make_batch_unprofiled(data, indices, cfg, augmenter, mode)
+    })
+}
+
+fn make_batch_unprofiled(
     data: &Dataset,
     indices: &[usize],
     cfg: &AugmentConfig,

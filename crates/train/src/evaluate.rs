@@ -40,6 +40,15 @@ pub fn evaluate(
     augment: &AugmentConfig,
     smoothing: f32,
 ) -> Evaluation {
+    scratchnet_tensor::profile::time("evaluate", || evaluate_all(net, data, augment, smoothing))
+}
+
+fn evaluate_all(
+    net: &mut Network,
+    data: &Dataset,
+    augment: &AugmentConfig,
+    smoothing: f32,
+) -> Evaluation {
     let augmenter = Augmenter::new(augment);
     let mut loss_sum = 0.0f64;
     let mut confusion = [[0u32; N_CLASSES]; N_CLASSES];

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod checkpoint;
 mod data;
 mod eval_cmd;
@@ -31,6 +32,8 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Evaluate a weights file on the test or validation images.
     Eval(eval_cmd::EvalArgs),
+    /// Time the conv kernels, a training step or an evaluation at the network's shapes.
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn set_threads(threads: Option<usize>) -> anyhow::Result<usize> {
@@ -53,6 +56,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => {
             set_threads(args.threads)?;
             eval_cmd::run_eval(args)
+        }
+        Command::Bench(args) => {
+            let threads = set_threads(args.threads)?;
+            bench_cmd::run_bench(args, threads)
         }
     }
 }

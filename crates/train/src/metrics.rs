@@ -79,7 +79,7 @@ mod tests {
             ema_val_acc: None,
             selected: "live".into(),
         };
-        write(&path, &[row.clone()]).unwrap();
+        write(&path, std::slice::from_ref(&row)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(
             "epoch,train_loss,train_loss_std,train_acc,val_loss,val_acc,lr,seconds,ema_val_loss,ema_val_acc,selected\n"

@@ -40,6 +40,9 @@ pub struct TrainArgs {
     /// Run folder (default: runs/<recipe>-<seed>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// After every epoch, print where its time went, by op.
+    #[arg(long)]
+    pub profile: bool,
     /// Continue the run in this folder (its recipe, seed and data) to --epochs in all.
     #[arg(long, conflicts_with_all = ["recipe", "data", "batch_size", "train_limit", "seed", "out"])]
     pub resume: Option<PathBuf>,
@@ -51,6 +54,12 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         None => new_plan(&args, threads)?,
     };
     let split = load_split(&info.data, info.val_size, info.train_limit)?;
+    if args.resume.is_none() {
+        start_run_dir(&plan, &info)?;
+    } else {
+        info.write(&plan.run_dir)?;
+    }
+    scratchnet_tensor::profile::set_enabled(args.profile);
     println!(
         "run={} recipe={} seed={} threads={} train_images={} val_images={} epochs={} start_epoch={}",
         plan.run_dir.display(),
@@ -104,9 +113,9 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
 fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, TrainState)> {
     let recipe_name = args.recipe.as_deref().expect("clap requires --recipe");
     let mut recipe = Recipe::load(recipe_name)?;
-    if let Some(epochs) = args.epochs {
-        recipe.epochs = epochs;
-    }
+    // --epochs sets how long this run goes (run.json), not the recipe: the recipe stored
+    // in every checkpoint is then the same whether a run went in one go or was resumed.
+    let epochs = args.epochs.unwrap_or(recipe.epochs);
     if let Some(batch_size) = args.batch_size {
         recipe.batch_size = batch_size;
     }
@@ -122,8 +131,6 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
             run_dir.display()
         );
     }
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    crate::checkpoint::write_atomically(&run_dir.join("recipe.toml"), recipe.to_toml().as_bytes())?;
     let info = RunInfo {
         recipe: recipe.name.clone(),
         seed: args.seed,
@@ -131,7 +138,7 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
         data: std::path::absolute(&data).unwrap_or(data),
         val_size: args.val_size,
         train_limit: args.train_limit,
-        epochs: recipe.epochs,
+        epochs,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         git_revision: git_revision(),
         cpu_features: cpu_features(),
@@ -140,15 +147,23 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
         test_loss: None,
         test_acc: None,
     };
-    info.write(&run_dir)?;
     let state = TrainState::new(&recipe, args.seed)?;
     let plan = RunPlan {
         run_dir,
-        epochs: recipe.epochs,
+        epochs,
         recipe,
         seed: args.seed,
     };
     Ok((plan, info, state))
+}
+
+/// Creates the run folder of a new run with its `recipe.toml` and `run.json`.
+fn start_run_dir(plan: &RunPlan, info: &RunInfo) -> Result<()> {
+    let run_dir = &plan.run_dir;
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let recipe_path = run_dir.join("recipe.toml");
+    crate::checkpoint::write_atomically(&recipe_path, plan.recipe.to_toml().as_bytes())?;
+    info.write(run_dir)
 }
 
 fn resume_plan(
@@ -156,22 +171,26 @@ fn resume_plan(
     args: &TrainArgs,
     threads: usize,
 ) -> Result<(RunPlan, RunInfo, TrainState)> {
+    if !run_dir.join("state.safetensors").exists() {
+        bail!(
+            "{} holds no run to resume (no state.safetensors): start one with --recipe",
+            run_dir.display()
+        );
+    }
     let mut info = RunInfo::read(run_dir)?;
     let recipe_path = run_dir.join("recipe.toml");
     let text = std::fs::read_to_string(&recipe_path)
         .with_context(|| format!("reading {}", recipe_path.display()))?;
-    let mut recipe =
+    let recipe =
         Recipe::parse(&text).with_context(|| format!("recipe {}", recipe_path.display()))?;
-    if let Some(epochs) = args.epochs {
-        recipe.epochs = epochs;
-    }
+    let epochs = args.epochs.unwrap_or(info.epochs);
     let state = TrainState::load(run_dir, &recipe, info.seed)
         .with_context(|| format!("resuming {}", run_dir.display()))?;
     info.threads = threads;
-    info.epochs = recipe.epochs;
+    info.epochs = epochs;
     let plan = RunPlan {
         run_dir: run_dir.to_path_buf(),
-        epochs: recipe.epochs,
+        epochs,
         seed: info.seed,
         recipe,
     };

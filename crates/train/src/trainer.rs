@@ -15,10 +15,10 @@ use scratchnet_augment::Augmenter;
 use scratchnet_cifar::{Dataset, N_CLASSES};
 use scratchnet_optim::{Adam, Ema, Selected, Selector};
 use scratchnet_tensor::nn::Network;
-use scratchnet_tensor::Graph;
+use scratchnet_tensor::{profile, Graph};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, Entry, TensorFile, RECIPE_KEY};
+use crate::checkpoint::{self, Entry, TensorFile};
 use crate::data::{epoch_order, make_batch, Mode, Split};
 use crate::evaluate::{argmax, evaluate, Evaluation};
 use crate::metrics::{self, MetricsRow};
@@ -88,8 +88,9 @@ impl TrainState {
             stopped_early: self.stopped_early,
         };
         let metadata = HashMap::from([
+            // One key only: safetensors writes a map's keys in hash order, which differs
+            // from process to process, and the file must be the same bytes every time.
             (PROGRESS_KEY.to_string(), serde_json::to_string(&progress)?),
-            (RECIPE_KEY.to_string(), recipe_toml.to_string()),
         ]);
         let bytes = checkpoint::serialize(&entries, metadata)?;
         checkpoint::write_atomically(&run_dir.join("state.safetensors"), &bytes)
@@ -210,10 +211,12 @@ pub fn train_epoch(
             .iter_mut()
             .map(|p| p.value.data_mut())
             .collect();
-        state.adam.step(lr, &mut params, &grads);
+        profile::time("optimizer.adam", || {
+            state.adam.step(lr, &mut params, &grads)
+        });
         if let Some(ema) = &mut state.ema {
             let live: Vec<&[f32]> = state.net.params.iter().map(|p| p.value.data()).collect();
-            ema.update(&live);
+            profile::time("optimizer.ema", || ema.update(&live));
         }
     }
     let n = batch_losses.len() as f64;
@@ -255,6 +258,7 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
         let started = Instant::now();
         let lr = recipe.schedule.lr_at(recipe.optimizer.lr, epoch);
         let stats = train_epoch(&mut state, recipe, &split.train, plan.seed, epoch, lr);
+        let train_seconds = started.elapsed().as_secs_f64();
 
         let live = evaluate(
             &mut state.net,
@@ -303,6 +307,9 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
             },
         };
         println!("{}", log_line(&row, decision.improved));
+        if profile::is_enabled() {
+            print_profile(epoch + 1, train_seconds, row.seconds);
+        }
         state.rows.push(row);
         metrics::write(&plan.run_dir.join("metrics.csv"), &state.rows)?;
         state.save(&plan.run_dir, &recipe_toml)?;
@@ -324,6 +331,21 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
         best_epoch: state.selector.best_epoch.map(|e| e + 1),
         best,
     })
+}
+
+/// Where the epoch's time went, one `key=value` line per op or phase, then resets.
+fn print_profile(epoch: usize, train_seconds: f64, epoch_seconds: f64) {
+    for (name, total, calls) in profile::snapshot() {
+        let ms = total.as_secs_f64() * 1e3;
+        println!(
+            "profile epoch={epoch} op={name} ms={ms:.1} calls={calls} share_of_epoch={:.1}%",
+            100.0 * ms / 1e3 / epoch_seconds
+        );
+    }
+    println!(
+        "profile epoch={epoch} train_seconds={train_seconds:.2} epoch_seconds={epoch_seconds:.2}"
+    );
+    profile::reset();
 }
 
 /// The one line an epoch prints: fixed `key=value` fields, for grep and plots.

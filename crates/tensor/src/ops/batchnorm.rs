@@ -231,6 +231,10 @@ struct BatchNormBackward {
 }
 
 impl Backward for BatchNormBackward {
+    fn name(&self) -> &'static str {
+        "batch_norm2d.backward"
+    }
+
     fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         let g = batch_norm2d_backward(&self.saved, &values[self.gamma.0], d_out);
         grads.add(self.input, g.d_input);
@@ -250,14 +254,16 @@ impl Graph {
         cfg: BatchNormConfig,
         training: bool,
     ) -> Var {
-        let (out, saved) = batch_norm2d_forward(
-            self.value(input),
-            self.value(gamma),
-            self.value(beta),
-            running,
-            cfg,
-            training,
-        );
+        let (out, saved) = crate::profile::time("batch_norm2d.forward", || {
+            batch_norm2d_forward(
+                self.value(input),
+                self.value(gamma),
+                self.value(beta),
+                running,
+                cfg,
+                training,
+            )
+        });
         let op = BatchNormBackward {
             input,
             gamma,

@@ -9,6 +9,8 @@
 //! output position (oh, ow), so the convolution is one product: out = W · cols + b, with W
 //! seen as a [K, C·KH·KW] matrix.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::gemm::{gemm, MatMut, MatRef};
@@ -102,11 +104,12 @@ fn dims4(shape: &[usize]) -> Option<[usize; 4]> {
     shape.try_into().ok()
 }
 
-/// What the backward pass keeps from the forward pass: every image's im2col matrix.
+/// What the backward pass keeps from the forward pass: only the dimensions. The im2col
+/// matrices are rebuilt image by image in backward instead of kept: one image's matrix
+/// fits in the core's cache, a batch's does not, and rebuilding is cheaper than reading
+/// it back from memory.
 pub struct ConvSaved {
     pub dims: ConvDims,
-    /// `[N, C·KH·KW, OH·OW]`
-    pub cols: Vec<f32>,
 }
 
 /// The gradients of one convolution. `d_input` is `None` when it was not asked for.
@@ -114,6 +117,33 @@ pub struct ConvGrads {
     pub d_input: Option<Tensor>,
     pub d_weight: Tensor,
     pub d_bias: Tensor,
+}
+
+thread_local! {
+    /// One image's im2col matrix (or its gradient), reused by every conv on this thread.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratch buffer of `len` values (contents unspecified).
+fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
+/// The output columns `ow` whose input column `ow·stride + kw - padding` lies inside
+/// `0..W`, as a range.
+fn valid_ow(d: &ConvDims, kw: usize) -> std::ops::Range<usize> {
+    let first = d.padding.saturating_sub(kw).div_ceil(d.stride);
+    let last = (d.w + d.padding)
+        .saturating_sub(kw)
+        .div_ceil(d.stride)
+        .min(d.ow);
+    first.min(last)..last
 }
 
 /// Copies the receptive fields of one image `[C, H, W]` into `cols` `[C·KH·KW, OH·OW]`
@@ -126,21 +156,25 @@ pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32]) {
             for kw in 0..d.kw {
                 let row_idx = (c * d.kh + kh) * d.kw + kw;
                 let row = &mut cols[row_idx * n_cols..(row_idx + 1) * n_cols];
+                let valid = valid_ow(d, kw);
                 for oh in 0..d.oh {
                     let out_row = &mut row[oh * d.ow..(oh + 1) * d.ow];
                     let y = (oh * d.stride + kh) as isize - d.padding as isize;
-                    if y < 0 || y >= d.h as isize {
+                    if y < 0 || y >= d.h as isize || valid.is_empty() {
                         out_row.fill(0.0);
                         continue;
                     }
                     let src = &plane[y as usize * d.w..(y as usize + 1) * d.w];
-                    for (ow, dst) in out_row.iter_mut().enumerate() {
-                        let x = (ow * d.stride + kw) as isize - d.padding as isize;
-                        *dst = if x < 0 || x >= d.w as isize {
-                            0.0
-                        } else {
-                            src[x as usize]
-                        };
+                    out_row[..valid.start].fill(0.0);
+                    out_row[valid.end..].fill(0.0);
+                    let x0 = valid.start * d.stride + kw - d.padding;
+                    let dst = &mut out_row[valid.clone()];
+                    if d.stride == 1 {
+                        dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+                    } else {
+                        for (i, v) in dst.iter_mut().enumerate() {
+                            *v = src[x0 + i * d.stride];
+                        }
                     }
                 }
             }
@@ -159,17 +193,20 @@ pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32]) {
             for kw in 0..d.kw {
                 let row_idx = (c * d.kh + kh) * d.kw + kw;
                 let row = &cols[row_idx * n_cols..(row_idx + 1) * n_cols];
+                let valid = valid_ow(d, kw);
+                if valid.is_empty() {
+                    continue;
+                }
                 for oh in 0..d.oh {
                     let y = (oh * d.stride + kh) as isize - d.padding as isize;
                     if y < 0 || y >= d.h as isize {
                         continue;
                     }
                     let dst = &mut plane[y as usize * d.w..(y as usize + 1) * d.w];
-                    for ow in 0..d.ow {
-                        let x = (ow * d.stride + kw) as isize - d.padding as isize;
-                        if x >= 0 && x < d.w as isize {
-                            dst[x as usize] += row[oh * d.ow + ow];
-                        }
+                    let x0 = valid.start * d.stride + kw - d.padding;
+                    let src = &row[oh * d.ow + valid.start..oh * d.ow + valid.end];
+                    for (i, &v) in src.iter().enumerate() {
+                        dst[x0 + i * d.stride] += v;
                     }
                 }
             }
@@ -177,7 +214,7 @@ pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32]) {
     }
 }
 
-/// `[N, C, H, W] -> [N, K, OH, OW]`, one image per task: im2col, then GEMM, then bias.
+/// `[N, C, H, W] -> [N, K, OH, OW]`, one image per task: im2col, then GEMM onto the bias.
 pub fn conv2d_forward(
     input: &Tensor,
     weight: &Tensor,
@@ -188,41 +225,40 @@ pub fn conv2d_forward(
     assert_eq!(bias.shape(), [d.k], "conv2d: bias must be [{}]", d.k);
     let (col_rows, col_cols) = (d.col_rows(), d.col_cols());
     let image_len = d.c * d.h * d.w;
-    let out_len = d.k * col_cols;
     let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
-    let mut cols = vec![0.0f32; d.n * col_rows * col_cols];
     let w = MatRef::row_major(weight.data(), d.k, col_rows);
 
     out.data_mut()
-        .par_chunks_mut(out_len)
-        .zip(cols.par_chunks_mut(col_rows * col_cols))
-        .enumerate()
-        .for_each(|(n_idx, (out_image, cols_image))| {
-            // 1. im2col
-            let image = &input.data()[n_idx * image_len..(n_idx + 1) * image_len];
-            im2col(image, &d, cols_image);
+        .par_chunks_mut(d.k * col_cols)
+        .zip(input.data().par_chunks(image_len))
+        .for_each(|(out_image, image)| {
+            with_scratch(col_rows * col_cols, |cols| {
+                // 1. im2col
+                im2col(image, &d, cols);
 
-            // 2. GEMM: out[K, OH·OW] = W[K, C·KH·KW] · cols[C·KH·KW, OH·OW]
-            let cols_view = MatRef::row_major(cols_image, col_rows, col_cols);
-            gemm(
-                1.0,
-                w,
-                cols_view,
-                0.0,
-                MatMut::row_major(out_image, d.k, col_cols),
-            );
+                // 2. bias, which the GEMM adds onto
+                for (plane, &b) in out_image.chunks_mut(col_cols).zip(bias.data()) {
+                    plane.fill(b);
+                }
 
-            // 3. bias
-            for (plane, &b) in out_image.chunks_mut(col_cols).zip(bias.data()) {
-                plane.iter_mut().for_each(|v| *v += b);
-            }
+                // 3. GEMM: out[K, OH·OW] += W[K, C·KH·KW] · cols[C·KH·KW, OH·OW]
+                let cols_view = MatRef::row_major(cols, col_rows, col_cols);
+                gemm(
+                    1.0,
+                    w,
+                    cols_view,
+                    1.0,
+                    MatMut::row_major(out_image, d.k, col_cols),
+                );
+            })
         });
-    (out, ConvSaved { dims: d, cols })
+    (out, ConvSaved { dims: d })
 }
 
 /// Gradients of `conv2d_forward`, into fresh tensors (overwrites nothing of the caller's).
 pub fn conv2d_backward(
     saved: &ConvSaved,
+    input: &Tensor,
     weight: &Tensor,
     d_out: &Tensor,
     want_input: bool,
@@ -230,25 +266,32 @@ pub fn conv2d_backward(
     let d = saved.dims;
     let (col_rows, col_cols) = (d.col_rows(), d.col_cols());
     let out_len = d.k * col_cols;
-    let cols_len = col_rows * col_cols;
+    let image_len = d.c * d.h * d.w;
 
-    // dW = Σ_n d_out_n · cols_nᵀ and db = Σ_n Σ_(oh, ow) d_out_n, in fixed image groups.
+    // dW = Σ_n d_out_n · cols_nᵀ and db = Σ_n Σ_(oh, ow) d_out_n, in fixed image groups,
+    // rebuilding each image's cols.
     let d_weight_and_bias = sum_over_images(d.n, d.k * col_rows + d.k, |start, end, acc| {
         let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
-        for n_idx in start..end {
-            let d_out_image = &d_out.data()[n_idx * out_len..(n_idx + 1) * out_len];
-            let cols_image = &saved.cols[n_idx * cols_len..(n_idx + 1) * cols_len];
-            gemm(
-                1.0,
-                MatRef::row_major(d_out_image, d.k, col_cols),
-                MatRef::row_major(cols_image, col_rows, col_cols).t(),
-                1.0,
-                MatMut::row_major(acc_w, d.k, col_rows),
-            );
-            for (b, plane) in acc_b.iter_mut().zip(d_out_image.chunks(col_cols)) {
-                *b += plane.iter().sum::<f32>();
+        with_scratch(col_rows * col_cols, |cols| {
+            for n_idx in start..end {
+                let d_out_image = &d_out.data()[n_idx * out_len..(n_idx + 1) * out_len];
+                im2col(
+                    &input.data()[n_idx * image_len..(n_idx + 1) * image_len],
+                    &d,
+                    cols,
+                );
+                gemm(
+                    1.0,
+                    MatRef::row_major(d_out_image, d.k, col_cols),
+                    MatRef::row_major(cols, col_rows, col_cols).t(),
+                    1.0,
+                    MatMut::row_major(acc_w, d.k, col_rows),
+                );
+                for (b, plane) in acc_b.iter_mut().zip(d_out_image.chunks(col_cols)) {
+                    *b += plane.iter().sum::<f32>();
+                }
             }
-        }
+        })
     });
     let (d_weight, d_bias) = d_weight_and_bias.split_at(d.k * col_rows);
     let d_weight = Tensor::from_vec(weight.shape(), d_weight.to_vec());
@@ -256,17 +299,14 @@ pub fn conv2d_backward(
 
     // d_cols_n = Wᵀ · d_out_n, then col2im folds it back onto the input pixels.
     let d_input = want_input.then(|| {
-        let image_len = d.c * d.h * d.w;
         let mut d_input = Tensor::zeros(&[d.n, d.c, d.h, d.w]);
         let w_t = MatRef::row_major(weight.data(), d.k, col_rows).t();
         d_input
             .data_mut()
             .par_chunks_mut(image_len)
-            .enumerate()
-            .for_each_init(
-                || vec![0.0f32; cols_len],
-                |d_cols, (n_idx, d_image)| {
-                    let d_out_image = &d_out.data()[n_idx * out_len..(n_idx + 1) * out_len];
+            .zip(d_out.data().par_chunks(out_len))
+            .for_each(|(d_image, d_out_image)| {
+                with_scratch(col_rows * col_cols, |d_cols| {
                     gemm(
                         1.0,
                         w_t,
@@ -275,8 +315,8 @@ pub fn conv2d_backward(
                         MatMut::row_major(d_cols, col_rows, col_cols),
                     );
                     col2im(d_cols, &d, d_image);
-                },
-            );
+                })
+            });
         d_input
     });
 
@@ -377,9 +417,13 @@ struct Conv2dBackward {
 }
 
 impl Backward for Conv2dBackward {
+    fn name(&self) -> &'static str {
+        "conv2d.backward"
+    }
+
     fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
-        let weight = &values[self.weight.0];
-        let g = conv2d_backward(&self.saved, weight, d_out, grads.wants(self.input));
+        let (input, weight) = (&values[self.input.0], &values[self.weight.0]);
+        let g = conv2d_backward(&self.saved, input, weight, d_out, grads.wants(self.input));
         if let Some(d_input) = g.d_input {
             grads.add(self.input, d_input);
         }
@@ -391,8 +435,9 @@ impl Backward for Conv2dBackward {
 impl Graph {
     /// `[N, C, H, W] -> [N, K, OH, OW]`; see the module docs.
     pub fn conv2d(&mut self, input: Var, weight: Var, bias: Var, cfg: Conv2dConfig) -> Var {
-        let (out, saved) =
-            conv2d_forward(self.value(input), self.value(weight), self.value(bias), cfg);
+        let (out, saved) = crate::profile::time("conv2d.forward", || {
+            conv2d_forward(self.value(input), self.value(weight), self.value(bias), cfg)
+        });
         let op = Conv2dBackward {
             input,
             weight,

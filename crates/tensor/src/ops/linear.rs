@@ -90,6 +90,10 @@ struct LinearBackward {
 }
 
 impl Backward for LinearBackward {
+    fn name(&self) -> &'static str {
+        "linear.backward"
+    }
+
     fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         let g = linear_backward(&values[self.input.0], &values[self.weight.0], d_out);
         grads.add(self.input, g.d_input);
@@ -101,7 +105,9 @@ impl Backward for LinearBackward {
 impl Graph {
     /// `[N, IN] -> [N, OUT]`
     pub fn linear(&mut self, input: Var, weight: Var, bias: Var) -> Var {
-        let out = linear_forward(self.value(input), self.value(weight), self.value(bias));
+        let out = crate::profile::time("linear.forward", || {
+            linear_forward(self.value(input), self.value(weight), self.value(bias))
+        });
         let op = LinearBackward {
             input,
             weight,

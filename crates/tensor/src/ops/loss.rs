@@ -86,6 +86,10 @@ struct CrossEntropyBackward {
 }
 
 impl Backward for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "cross_entropy.backward"
+    }
+
     fn backward(&self, _values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         let d_logits =
             cross_entropy_backward(&self.probs, &self.labels, self.smoothing, d_out.data()[0]);
@@ -101,7 +105,9 @@ impl Graph {
         labels: &[usize],
         smoothing: f32,
     ) -> (Var, Vec<f32>) {
-        let out = cross_entropy_forward(self.value(logits), labels, smoothing);
+        let out = crate::profile::time("cross_entropy.forward", || {
+            cross_entropy_forward(self.value(logits), labels, smoothing)
+        });
         let op = CrossEntropyBackward {
             logits,
             labels: labels.to_vec(),
@@ -119,6 +125,10 @@ struct WeightedSumBackward {
 }
 
 impl Backward for WeightedSumBackward {
+    fn name(&self) -> &'static str {
+        "weighted_sum.backward"
+    }
+
     fn backward(&self, _values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         let scale = d_out.data()[0];
         let d_input: Vec<f32> = self.weights.data().iter().map(|&w| w * scale).collect();

@@ -152,6 +152,10 @@ struct AvgPoolBackward {
 }
 
 impl Backward for AvgPoolBackward {
+    fn name(&self) -> &'static str {
+        "avg_pool2d.backward"
+    }
+
     fn backward(&self, _values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         grads.add(
             self.input,
@@ -168,6 +172,10 @@ struct MaxPoolBackward {
 }
 
 impl Backward for MaxPoolBackward {
+    fn name(&self) -> &'static str {
+        "max_pool2d.backward"
+    }
+
     fn backward(&self, _values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         let d_input = max_pool2d_backward(d_out, &self.argmax, &self.input_shape, self.cfg);
         grads.add(self.input, d_input);
@@ -176,7 +184,9 @@ impl Backward for MaxPoolBackward {
 
 impl Graph {
     pub fn avg_pool2d(&mut self, input: Var, cfg: PoolConfig) -> Var {
-        let out = avg_pool2d_forward(self.value(input), cfg);
+        let out = crate::profile::time("avg_pool2d.forward", || {
+            avg_pool2d_forward(self.value(input), cfg)
+        });
         let input_shape = self.value(input).shape().to_vec();
         let op = AvgPoolBackward {
             input,
@@ -187,7 +197,9 @@ impl Graph {
     }
 
     pub fn max_pool2d(&mut self, input: Var, cfg: PoolConfig) -> Var {
-        let (out, argmax) = max_pool2d_forward(self.value(input), cfg);
+        let (out, argmax) = crate::profile::time("max_pool2d.forward", || {
+            max_pool2d_forward(self.value(input), cfg)
+        });
         let input_shape = self.value(input).shape().to_vec();
         let op = MaxPoolBackward {
             input,

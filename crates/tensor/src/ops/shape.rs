@@ -9,6 +9,10 @@ struct ReshapeBackward {
 }
 
 impl Backward for ReshapeBackward {
+    fn name(&self) -> &'static str {
+        "reshape.backward"
+    }
+
     fn backward(&self, _values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
         grads.add(self.input, d_out.clone().reshape(&self.input_shape));
     }

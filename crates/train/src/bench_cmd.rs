@@ -1,0 +1,333 @@
+//! `scratchnet bench`: kernel and training-step timings at the network's real shapes.
+//!
+//! Every figure is the median of `--iters` timed repetitions after one warm-up, printed
+//! beside its GFLOP/s and that rate's share of the machine's sgemm rate measured at start.
+//! Shapes: N = 50 images per batch, as the recipes train.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use rayon::prelude::*;
+use scratchnet_augment::Augmenter;
+use scratchnet_cifar::{Dataset, IMAGE_BYTES};
+use scratchnet_optim::{Adam, Ema};
+use scratchnet_tensor::gemm::{gemm, MatMut, MatRef};
+use scratchnet_tensor::nn::{lenet5_bn, Layer, Network};
+use scratchnet_tensor::ops::conv::{
+    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
+    ConvDims,
+};
+use scratchnet_tensor::{profile, Graph, Tensor};
+use serde_json::json;
+
+use crate::data::{make_batch, Mode};
+use crate::evaluate::evaluate;
+use crate::recipe::Recipe;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// Each conv layer forward and backward, im2col against the naive loops.
+    Conv,
+    /// One v2 training step at batch 50, augmentation included, broken down by op.
+    Step,
+    /// Evaluation of 10,000 images.
+    Eval,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub what: BenchWhat,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 50)]
+    pub batch_size: usize,
+    /// Print one JSON object instead of text lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// The median wall time of `iters` runs of `f` after one warm-up run.
+fn median_time(iters: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..iters.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn gflops(flops: f64, t: Duration) -> f64 {
+    flops / t.as_secs_f64() / 1e9
+}
+
+/// The machine's sgemm rate in GFLOP/s: every thread multiplying its own 256x256 pair at
+/// once, which is how the kernels use the GEMM (one product per thread).
+pub fn sgemm_rate(threads: usize) -> f64 {
+    const SIDE: usize = 256;
+    let a = vec![0.5f32; SIDE * SIDE];
+    let b = vec![0.25f32; SIDE * SIDE];
+    let mut outs = vec![vec![0.0f32; SIDE * SIDE]; threads];
+    let t = median_time(9, || {
+        outs.par_iter_mut().for_each(|c| {
+            let (a, b) = (
+                MatRef::row_major(&a, SIDE, SIDE),
+                MatRef::row_major(&b, SIDE, SIDE),
+            );
+            gemm(1.0, a, b, 0.0, MatMut::row_major(c, SIDE, SIDE));
+        })
+    });
+    gflops((2 * SIDE * SIDE * SIDE * threads) as f64, t)
+}
+
+/// Deterministic bytes standing in for images: timings do not depend on pixel values.
+fn synthetic(n: usize) -> Dataset {
+    let images = (0..n * IMAGE_BYTES)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let labels = (0..n).map(|i| (i % 10) as u8).collect();
+    Dataset::new(images, labels).expect("synthetic data is well formed")
+}
+
+fn ramp(shape: &[usize], seed: usize) -> Tensor {
+    let n: usize = shape.iter().product();
+    Tensor::from_vec(
+        shape,
+        (0..n)
+            .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect(),
+    )
+}
+
+pub fn run_bench(args: BenchArgs, threads: usize) -> Result<()> {
+    let peak = sgemm_rate(threads);
+    match args.what {
+        BenchWhat::Conv => bench_conv(&args, peak),
+        BenchWhat::Step => bench_step(&args, peak),
+        BenchWhat::Eval => bench_eval(&args, peak),
+    }
+}
+
+fn bench_conv(args: &BenchArgs, peak: f64) -> Result<()> {
+    let n = args.batch_size;
+    let mut shape = vec![n, 3, 32, 32];
+    let mut rows = Vec::new();
+    for (layer_idx, layer) in lenet5_bn().into_iter().enumerate() {
+        let shapes = scratchnet_tensor::nn::infer_shapes(&[layer], &shape[1..])?;
+        let next: Vec<usize> = [n].into_iter().chain(shapes[0].iter().copied()).collect();
+        if let Layer::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        } = layer
+        {
+            let cfg = Conv2dConfig { stride, padding };
+            let x = ramp(&shape, 1);
+            let w = ramp(&[out_channels, in_channels, kernel, kernel], 2);
+            let b = ramp(&[out_channels], 3);
+            let d = ConvDims::new(x.shape(), w.shape(), cfg);
+            let macs = d.forward_macs() as f64;
+            // The first layer's input needs no gradient, as in training.
+            let want_input = layer_idx > 0;
+            let backward_flops = 2.0 * macs * if want_input { 2.0 } else { 1.0 };
+            let (out, saved) = conv2d_forward(&x, &w, &b, cfg);
+            let d_out = ramp(out.shape(), 4);
+            let fwd = median_time(args.iters, || drop(conv2d_forward(&x, &w, &b, cfg)));
+            let bwd = median_time(args.iters, || {
+                drop(conv2d_backward(&saved, &x, &w, &d_out, want_input))
+            });
+            let naive_iters = (args.iters / 5).max(1);
+            let fwd_naive =
+                median_time(naive_iters, || drop(conv2d_forward_naive(&x, &w, &b, cfg)));
+            let bwd_naive = median_time(naive_iters, || {
+                drop(conv2d_backward_naive(&x, &w, &d_out, cfg))
+            });
+            let name = format!("conv{layer_idx}");
+            for (pass, algo, t, flops) in [
+                ("forward", "im2col", fwd, 2.0 * macs),
+                ("backward", "im2col", bwd, backward_flops),
+                ("forward", "naive", fwd_naive, 2.0 * macs),
+                ("backward", "naive", bwd_naive, 4.0 * macs),
+            ] {
+                rows.push(json!({
+                    "layer": name, "pass": pass, "algorithm": algo,
+                    "input": shape, "weight": [out_channels, in_channels, kernel, kernel],
+                    "ms": t.as_secs_f64() * 1e3, "gflops": gflops(flops, t),
+                    "share_of_sgemm": gflops(flops, t) / peak,
+                }));
+            }
+            let both = fwd + bwd;
+            rows.push(json!({
+                "layer": name, "pass": "forward+backward", "algorithm": "im2col",
+                "ms": both.as_secs_f64() * 1e3, "gflops": gflops(2.0 * macs + backward_flops, both),
+                "share_of_sgemm": gflops(2.0 * macs + backward_flops, both) / peak,
+            }));
+        }
+        shape = next;
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({ "sgemm_gflops": peak, "batch_size": n, "conv": rows })
+        );
+    } else {
+        println!("sgemm_gflops={peak:.1} batch_size={n}");
+        for r in &rows {
+            println!(
+                "layer={} pass={} algorithm={} ms={:.3} gflops={:.1} share_of_sgemm={:.1}%",
+                r["layer"].as_str().unwrap_or(""),
+                r["pass"].as_str().unwrap_or(""),
+                r["algorithm"].as_str().unwrap_or(""),
+                r["ms"].as_f64().unwrap_or(0.0),
+                r["gflops"].as_f64().unwrap_or(0.0),
+                100.0 * r["share_of_sgemm"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Multiply-adds of one image's forward pass through the convs and linears of `layers`.
+fn forward_macs_per_image(layers: &[Layer]) -> f64 {
+    let mut shape = vec![3, 32, 32];
+    let mut macs = 0.0;
+    for layer in layers {
+        let out = scratchnet_tensor::nn::infer_shapes(std::slice::from_ref(layer), &shape)
+            .expect("the built-in network fits")
+            .remove(0);
+        macs += match *layer {
+            Layer::Conv2d {
+                in_channels,
+                kernel,
+                ..
+            } => (out.iter().product::<usize>() * in_channels * kernel * kernel) as f64,
+            Layer::Linear {
+                in_features,
+                out_features,
+            } => (in_features * out_features) as f64,
+            _ => 0.0,
+        };
+        shape = out;
+    }
+    macs
+}
+
+fn bench_step(args: &BenchArgs, peak: f64) -> Result<()> {
+    let recipe = Recipe::load("v2")?;
+    let n = args.batch_size;
+    let data = synthetic(n * 20);
+    let augmenter = Augmenter::new(&recipe.augment);
+    let mut net = Network::new(recipe.network.layers()?, 0);
+    let mut adam = Adam::new(recipe.optimizer, &net.param_lens());
+    let mut ema = Ema::new(0.999);
+    let mut step_idx = 0usize;
+    let mut step = || {
+        let start = (step_idx % 20) * n;
+        let indices: Vec<usize> = (start..start + n).collect();
+        let (images, labels) = make_batch(
+            &data,
+            &indices,
+            &recipe.augment,
+            &augmenter,
+            Mode::Train {
+                seed: 0,
+                epoch: step_idx,
+            },
+        );
+        step_idx += 1;
+        let mut graph = Graph::new();
+        let input = graph.leaf(images, false);
+        let forward = net.forward(&mut graph, input, true);
+        let (loss, _) = graph.cross_entropy(forward.logits, &labels, recipe.label_smoothing);
+        graph.backward(loss);
+        let grads: Vec<&[f32]> = forward
+            .params
+            .iter()
+            .map(|&v| graph.grad(v).expect("gradient").data())
+            .collect();
+        let mut params: Vec<&mut [f32]> =
+            net.params.iter_mut().map(|p| p.value.data_mut()).collect();
+        profile::time("optimizer.adam", || adam.step(1e-3, &mut params, &grads));
+        let live: Vec<&[f32]> = net.params.iter().map(|p| p.value.data()).collect();
+        profile::time("optimizer.ema", || ema.update(&live));
+    };
+    let t = median_time(args.iters, &mut step);
+    // One more pass of iters with the profiler on, for the breakdown.
+    profile::reset();
+    profile::set_enabled(true);
+    for _ in 0..args.iters {
+        step();
+    }
+    profile::set_enabled(false);
+    let breakdown: Vec<_> = profile::snapshot()
+        .into_iter()
+        .map(|(name, total, calls)| json!({ "op": name, "ms_per_step": total.as_secs_f64() * 1e3 / args.iters as f64, "calls": calls }))
+        .collect();
+    let flops = 3.0 * 2.0 * forward_macs_per_image(&recipe.network.layers()?) * n as f64;
+    let step_ms = t.as_secs_f64() * 1e3;
+    let epoch_seconds = step_ms / 1e3 * (50_000.0 / n as f64);
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "step_ms": step_ms, "batch_size": n, "gflops": gflops(flops, t),
+                "share_of_sgemm": gflops(flops, t) / peak, "sgemm_gflops": peak,
+                "epoch_seconds_50k": epoch_seconds, "breakdown": breakdown,
+            })
+        );
+    } else {
+        println!(
+            "step_ms={step_ms:.3} batch_size={n} gflops={:.1} share_of_sgemm={:.1}% sgemm_gflops={peak:.1} epoch_seconds_50k={epoch_seconds:.2}",
+            gflops(flops, t),
+            100.0 * gflops(flops, t) / peak
+        );
+        for b in &breakdown {
+            println!(
+                "op={} ms_per_step={:.3} calls={}",
+                b["op"].as_str().unwrap_or(""),
+                b["ms_per_step"].as_f64().unwrap_or(0.0),
+                b["calls"]
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bench_eval(args: &BenchArgs, peak: f64) -> Result<()> {
+    let recipe = Recipe::load("v2")?;
+    let data = synthetic(10_000);
+    let mut net = Network::new(recipe.network.layers()?, 0);
+    let iters = (args.iters / 4).max(3);
+    let t = median_time(iters, || {
+        let _ = evaluate(&mut net, &data, &recipe.augment, recipe.label_smoothing);
+    });
+    let flops = 2.0 * forward_macs_per_image(&recipe.network.layers()?) * data.len() as f64;
+    if args.json {
+        println!(
+            "{}",
+            json!({ "eval_ms": t.as_secs_f64() * 1e3, "images": data.len(), "gflops": gflops(flops, t), "share_of_sgemm": gflops(flops, t) / peak, "sgemm_gflops": peak })
+        );
+    } else {
+        println!(
+            "eval_ms={:.1} images={} gflops={:.1} share_of_sgemm={:.1}% sgemm_gflops={peak:.1}",
+            t.as_secs_f64() * 1e3,
+            data.len(),
+            gflops(flops, t),
+            100.0 * gflops(flops, t) / peak
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! What the real binary does with bad input: exit non-zero with one clear message on stderr
+//! that names the problem, never a panic. And what `eval` prints when all is well.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{scratchnet, scratchnet_ok, train_args, Fixture, N_TEST_IMAGES, VAL_SIZE};
+
+/// Asserts that the run failed cleanly and that stderr contains every one of `needles`.
+fn assert_fails_with(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected a failure, got {}\nstdout:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+    for needle in needles {
+        assert!(
+            stderr.contains(needle),
+            "stderr does not mention {needle:?}:\n{stderr}"
+        );
+    }
+}
+
+/// A tiny new v2 run of 1 epoch with the shared fixture flags.
+fn train_tiny(data: &Path, out: &Path) -> Output {
+    scratchnet(train_args("v2", data, out, 1, 7))
+}
+
+/// The `key=value` fields of the last line of `stdout`, in order.
+fn last_line_fields(stdout: &str) -> Vec<(String, String)> {
+    let line = stdout.lines().last().expect("eval prints a line");
+    line.split(' ')
+        .map(|field| {
+            let (key, value) = field
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{field:?} in {line:?} is not key=value"));
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+// Pins that a wrong --data path is reported with the folder, not as a file error or panic.
+#[test]
+fn missing_data_folder_is_named() {
+    let fixture = Fixture::new();
+    let missing = fixture.path("no-such-cifar");
+    let output = train_tiny(&missing, &fixture.path("run"));
+    assert_fails_with(&output, &[&missing.display().to_string()]);
+}
+
+// Pins that a truncated batch file names the file, the record size and the actual size.
+#[test]
+fn batch_file_of_1200_bytes_names_file_record_size_and_length() {
+    let fixture = Fixture::new();
+    std::fs::write(fixture.data.join("data_batch_3.bin"), vec![0u8; 1200]).unwrap();
+    let output = train_tiny(&fixture.data, &fixture.path("run"));
+    assert_fails_with(&output, &["data_batch_3.bin", "3073", "1200"]);
+}
+
+// Pins that a label outside 0-9 names the file and the label rather than panicking in an
+// index later.
+#[test]
+fn label_12_names_file_and_label() {
+    let fixture = Fixture::new();
+    let path = fixture.data.join("data_batch_2.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Record 4 starts at byte 4 * 3073; its first byte is the label.
+    bytes[4 * 3073] = 12;
+    std::fs::write(&path, bytes).unwrap();
+    let output = train_tiny(&fixture.data, &fixture.path("run"));
+    assert_fails_with(&output, &["data_batch_2.bin", "12"]);
+}
+
+// Pins that a misspelt built-in recipe is refused, naming it and the built-ins.
+#[test]
+fn unknown_recipe_name_is_refused() {
+    let fixture = Fixture::new();
+    let args = train_args("v3", &fixture.data, &fixture.path("run"), 1, 7);
+    let output = scratchnet(&args);
+    assert_fails_with(&output, &["v3", "original", "v2"]);
+}
+
+// Pins that a typo in a recipe file is an error naming the key, not a silent default.
+#[test]
+fn recipe_file_with_unknown_key_names_the_key() {
+    let fixture = Fixture::new();
+    let text =
+        include_str!("../../../recipes/v2.toml").replace("label_smoothing", "lable_smoothing");
+    let recipe = fixture.path("typo.toml");
+    std::fs::write(&recipe, text).unwrap();
+    let args = train_args(
+        &recipe.display().to_string(),
+        &fixture.data,
+        &fixture.path("run"),
+        1,
+        7,
+    );
+    assert_fails_with(&scratchnet(&args), &["lable_smoothing"]);
+}
+
+// Pins that --resume on a folder without a run says which folder, without creating a run.
+#[test]
+fn resume_on_a_folder_without_a_run_names_it() {
+    let fixture = Fixture::new();
+    let empty = fixture.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let output = scratchnet(["train", "--resume", &empty.display().to_string()]);
+    assert_fails_with(&output, &[&empty.display().to_string()]);
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+// Pins that a hold-out larger than the data names the flag and both sizes.
+#[test]
+fn val_size_larger_than_the_data_names_the_flag() {
+    let fixture = Fixture::new();
+    let mut args = train_args("v2", &fixture.data, &fixture.path("run"), 1, 7);
+    let val_idx = args.iter().position(|a| a == "--val-size").unwrap() + 1;
+    args[val_idx] = "400".to_string();
+    assert_fails_with(&scratchnet(&args), &["--val-size", "400", "300"]);
+}
+
+// Pins that a weights file that is not safetensors is named, not a panic in the parser.
+#[test]
+fn eval_of_random_bytes_names_the_file() {
+    let fixture = Fixture::new();
+    let junk = fixture.path("junk.safetensors");
+    // Bytes from a fixed LCG: the 8-byte header length they start with is absurd.
+    let mut x = 12345u32;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 24) as u8
+        })
+        .collect();
+    std::fs::write(&junk, bytes).unwrap();
+    let output = scratchnet([
+        "eval",
+        "--weights",
+        &junk.display().to_string(),
+        "--data",
+        &fixture.data.display().to_string(),
+    ]);
+    assert_fails_with(&output, &["junk.safetensors"]);
+}
+
+// Pins that a new run never overwrites a finished one: it is refused, the message points at
+// --resume, and the old run's files are untouched.
+#[test]
+fn new_run_into_a_folder_holding_a_run_is_refused() {
+    let fixture = Fixture::new();
+    let out = fixture.path("run");
+    scratchnet_ok(train_args("v2", &fixture.data, &out, 1, 7));
+    let metrics_before = std::fs::read(out.join("metrics.csv")).unwrap();
+    let recipe_before = std::fs::read(out.join("recipe.toml")).unwrap();
+
+    let output = scratchnet(train_args("original", &fixture.data, &out, 2, 8));
+    assert_fails_with(&output, &["--resume", &out.display().to_string()]);
+    assert_eq!(
+        std::fs::read(out.join("metrics.csv")).unwrap(),
+        metrics_before
+    );
+    assert_eq!(
+        std::fs::read(out.join("recipe.toml")).unwrap(),
+        recipe_before
+    );
+}
+
+// Pins the output format of `eval` (last line, fixed keys, n = images evaluated) and that it
+// agrees with the test evaluation `train` printed for the same best.safetensors.
+#[test]
+fn eval_prints_loss_accuracy_and_count_for_test_and_val() {
+    let fixture = Fixture::new();
+    let out = fixture.path("run");
+    let train_stdout = scratchnet_ok(train_args("v2", &fixture.data, &out, 2, 7));
+    let weights = out.join("best.safetensors").display().to_string();
+    let data = fixture.data.display().to_string();
+
+    // 1. The test split.
+    let test_stdout = scratchnet_ok(["eval", "--weights", &weights, "--data", &data]);
+    let fields = last_line_fields(&test_stdout);
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["test_loss", "test_acc", "n"], "{test_stdout}");
+    assert_eq!(fields[2].1, N_TEST_IMAGES.to_string());
+    let loss: f64 = fields[0].1.parse().unwrap();
+    let acc: f64 = fields[1].1.parse().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{test_stdout}");
+    assert!((0.0..=100.0).contains(&acc), "{test_stdout}");
+    // Accuracy is a percentage of 50 images: a multiple of 2.
+    assert_eq!(acc % 2.0, 0.0, "{test_stdout}");
+
+    // `train` evaluated the same network on the same images at the end of the run.
+    let train_fields = last_line_fields(&train_stdout);
+    assert_eq!(
+        &train_fields[1..],
+        &fields[..],
+        "train said:\n{train_stdout}"
+    );
+
+    // 2. The validation split, as held out in training.
+    let val_size = VAL_SIZE.to_string();
+    let val_stdout = scratchnet_ok([
+        "eval",
+        "--weights",
+        &weights,
+        "--data",
+        &data,
+        "--split",
+        "val",
+        "--val-size",
+        &val_size,
+    ]);
+    let fields = last_line_fields(&val_stdout);
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["val_loss", "val_acc", "n"], "{val_stdout}");
+    assert_eq!(fields[2].1, val_size);
+    let acc: f64 = fields[1].1.parse().unwrap();
+    assert!((0.0..=100.0).contains(&acc), "{val_stdout}");
+}
