@@ -85,13 +85,35 @@ impl<'a> MatMut<'a> {
     /// A row-major `rows` x `cols` matrix.
     #[track_caller]
     pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> MatMut<'a> {
-        check_fits(data.len(), rows, cols, cols, 1);
+        MatMut::strided(data, rows, cols, cols, 1)
+    }
+
+    /// Element (i, j) at `data[i * row_stride + j * col_stride]`. The strides must not make
+    /// two elements share a place: a write to one would change the other.
+    #[track_caller]
+    pub fn strided(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> MatMut<'a> {
+        check_fits(data.len(), rows, cols, row_stride, col_stride);
+        let (inner, inner_len, outer) = if col_stride <= row_stride {
+            (col_stride, cols, row_stride)
+        } else {
+            (row_stride, rows, col_stride)
+        };
+        assert!(
+            rows <= 1 || cols <= 1 || (inner >= 1 && outer >= inner * inner_len),
+            "matrix view {rows}x{cols} with strides ({row_stride}, {col_stride}) overlaps itself"
+        );
         MatMut {
             data,
             rows,
             cols,
-            row_stride: cols,
-            col_stride: 1,
+            row_stride,
+            col_stride,
         }
     }
 }

@@ -13,8 +13,14 @@ pub const REDUCE_GROUP: usize = 5;
 
 /// The image ranges `[start, end)` of the reduction groups of a batch of `n_images`.
 pub fn reduce_groups(n_images: usize) -> Vec<(usize, usize)> {
-    (0..n_images.div_ceil(REDUCE_GROUP))
-        .map(|g| (g * REDUCE_GROUP, ((g + 1) * REDUCE_GROUP).min(n_images)))
+    groups_of(n_images, REDUCE_GROUP)
+}
+
+/// `[start, end)` ranges of `group` images each (the last may be shorter).
+pub fn groups_of(n_images: usize, group: usize) -> Vec<(usize, usize)> {
+    assert!(group > 0, "groups of zero images");
+    (0..n_images.div_ceil(group))
+        .map(|g| (g * group, ((g + 1) * group).min(n_images)))
         .collect()
 }
 
@@ -26,7 +32,16 @@ pub fn sum_over_images<F>(n_images: usize, len: usize, accumulate: F) -> Vec<f32
 where
     F: Fn(usize, usize, &mut [f32]) + Sync,
 {
-    let groups = reduce_groups(n_images);
+    sum_over_groups(n_images, REDUCE_GROUP, len, accumulate)
+}
+
+/// `sum_over_images` with groups of `group` images, for kernels whose natural unit of work
+/// is larger than `REDUCE_GROUP` (the group size must depend on shapes only).
+pub fn sum_over_groups<F>(n_images: usize, group: usize, len: usize, accumulate: F) -> Vec<f32>
+where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    let groups = groups_of(n_images, group);
     let partials: Vec<Vec<f32>> = groups
         .par_iter()
         .map(|&(start, end)| {

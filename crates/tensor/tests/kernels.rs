@@ -106,6 +106,15 @@ fn im2col_conv_equals_naive_when_padding_exceeds_what_the_stride_reaches() {
 }
 
 #[test]
+fn im2col_conv_equals_naive_when_images_share_a_gemm() {
+    // 3x3 outputs: 4 images per GEMM (4·9 >= 32), so 22 images make groups of 4 and a
+    // short last group of 2.
+    check_conv_against_naive([22, 3, 7, 7], [5, 3, 5, 5], Conv2dConfig::default());
+    // One output position per image, as conv3 of lenet5-bn, with a short last group.
+    check_conv_against_naive([70, 4, 5, 5], [9, 4, 5, 5], Conv2dConfig::default());
+}
+
+#[test]
 fn im2col_conv_equals_naive_at_the_lenet_shapes() {
     let cfg = Conv2dConfig::default();
     check_conv_against_naive([7, 3, 32, 32], [6, 3, 5, 5], cfg);

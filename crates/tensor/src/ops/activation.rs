@@ -42,6 +42,9 @@ fn zip_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Tensor
 const LN2_HI: f32 = 0.693_145_75;
 const LN2_LO: f32 = 1.428_606_8e-6;
 
+/// 1.5·2²³: adding it to an f32 of magnitude below 2²² rounds it to an integer.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
 /// tanh(|x|) rounds to 1 in f32 from here on.
 const TANH_SATURATES: f32 = 9.0;
 
@@ -51,7 +54,11 @@ const TANH_SATURATES: f32 = 9.0;
 /// which has no cancellation: for k = 0 it is the series itself.
 #[inline(always)]
 fn expm1_nonpositive(y: f32) -> f32 {
-    let k = (y * std::f32::consts::LOG2_E).round_ties_even();
+    // Round y·log2(e) to the nearest integer k by adding 1.5·2²³, which pushes every
+    // fraction bit out; k then sits in the low mantissa bits of `shifted`. Unlike `round`
+    // this needs no libm call, and 2^k is built from those bits with integer vector ops.
+    let shifted = y * std::f32::consts::LOG2_E + ROUND_MAGIC;
+    let k = shifted - ROUND_MAGIC;
     let r = (y - k * LN2_HI) - k * LN2_LO;
     let mut p = 1.0 / 40320.0;
     for c in [
@@ -66,7 +73,8 @@ fn expm1_nonpositive(y: f32) -> f32 {
         p = p * r + c;
     }
     let em1_r = p * r;
-    let two_k = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    let two_k = f32::from_bits(k_bits.wrapping_add(127) << 23);
     two_k * em1_r + (two_k - 1.0)
 }
 

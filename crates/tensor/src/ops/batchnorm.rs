@@ -60,7 +60,44 @@ pub struct BatchNormGrads {
     pub d_beta: Tensor,
 }
 
-/// Per-channel mean and biased variance, two passes in f64, channels in parallel.
+/// Lanes of the partial sums: independent accumulators the compiler can keep in one
+/// vector register. Their number is fixed, so the summation order is too.
+const LANES: usize = 8;
+
+/// Σ f(x) over a slice in f32, in `LANES` interleaved partial sums added at the end.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += f(v);
+    }
+    acc.iter().sum()
+}
+
+/// Σ a·b in f32 lanes, as `lane_sum`.
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for ((s, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
+            *s += x * y;
+        }
+    }
+    for ((s, &x), &y) in acc.iter_mut().zip(tail_a).zip(tail_b) {
+        *s += x * y;
+    }
+    acc.iter().sum()
+}
+
+/// Per-channel mean and biased variance, channels in parallel: two passes, each plane
+/// summed in f32 lanes and the planes added in f64.
 fn channel_stats(input: &Tensor) -> Vec<(f64, f64)> {
     let [n, c, h, w] = input.dims4();
     let plane = h * w;
@@ -70,11 +107,11 @@ fn channel_stats(input: &Tensor) -> Vec<(f64, f64)> {
         .into_par_iter()
         .map(|c_idx| {
             let planes = || (0..n).map(move |n_idx| &x[(n_idx * c + c_idx) * plane..][..plane]);
-            let sum: f64 = planes().flat_map(|p| p.iter()).map(|&v| v as f64).sum();
+            let sum: f64 = planes().map(|p| lane_sum(p, |v| v) as f64).sum();
             let mean = sum / m;
+            let mean32 = mean as f32;
             let sq: f64 = planes()
-                .flat_map(|p| p.iter())
-                .map(|&v| (v as f64 - mean) * (v as f64 - mean))
+                .map(|p| lane_sum(p, |v| (v - mean32) * (v - mean32)) as f64)
                 .sum();
             (mean, sq / m)
         })
@@ -172,7 +209,8 @@ pub fn batch_norm2d_backward(
     let x_hat = saved.x_hat.data();
     let g = d_out.data();
 
-    // dγ_c = Σ d_out · x̂ and dβ_c = Σ d_out over the channel's M values, in f64.
+    // dγ_c = Σ d_out · x̂ and dβ_c = Σ d_out over the channel's M values: each plane in f32
+    // lanes, the planes added in f64.
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|c_idx| {
@@ -180,10 +218,9 @@ pub fn batch_norm2d_backward(
             let mut d_beta = 0.0f64;
             for n_idx in 0..n {
                 let range = (n_idx * c + c_idx) * plane..(n_idx * c + c_idx + 1) * plane;
-                for (&go, &xh) in g[range.clone()].iter().zip(&x_hat[range]) {
-                    d_gamma += (go * xh) as f64;
-                    d_beta += go as f64;
-                }
+                let (go, xh) = (&g[range.clone()], &x_hat[range]);
+                d_gamma += lane_dot(go, xh) as f64;
+                d_beta += lane_sum(go, |v| v) as f64;
             }
             (d_gamma, d_beta)
         })

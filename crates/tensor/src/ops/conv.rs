@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::gemm::{gemm, MatMut, MatRef};
 use crate::graph::{Backward, Grads, Graph, Var};
-use crate::parallel::sum_over_images;
+use crate::parallel::{sum_over_groups, REDUCE_GROUP};
 use crate::tensor::Tensor;
 
 /// Stride and zero padding, the same along height and width.
@@ -119,19 +119,47 @@ pub struct ConvGrads {
     pub d_bias: Tensor,
 }
 
-thread_local! {
-    /// One image's im2col matrix (or its gradient), reused by every conv on this thread.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+/// Output positions one GEMM should cover at least. The GEMM kernel is 8 columns wide; a
+/// layer with few output positions per image (conv3 of lenet5-bn has one) puts several
+/// images side by side in one product instead of running a matrix-vector product each.
+const MIN_GEMM_COLS: usize = 32;
+
+impl ConvDims {
+    /// G, the images side by side in one GEMM: the fewest with G·OH·OW >= MIN_GEMM_COLS,
+    /// at most N. It depends on the shapes only, never on the thread count.
+    pub fn images_per_gemm(&self) -> usize {
+        MIN_GEMM_COLS
+            .div_ceil(self.col_cols())
+            .clamp(1, self.n.max(1))
+    }
+
+    /// Images summed on one thread in the weight gradient: whole GEMM groups, at least
+    /// `REDUCE_GROUP` images.
+    fn images_per_reduction(&self) -> usize {
+        let g = self.images_per_gemm();
+        g * REDUCE_GROUP.div_ceil(g)
+    }
 }
 
-/// Runs `f` on this thread's scratch buffer of `len` values (contents unspecified).
-fn with_scratch<T>(len: usize, f: impl FnOnce(&mut [f32]) -> T) -> T {
+thread_local! {
+    /// Two buffers (a group's im2col matrix and its output or output gradient), reused by
+    /// every conv on this thread so that the hot loop allocates nothing.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` on this thread's scratch buffers of `len_a` and `len_b` values (contents
+/// unspecified).
+fn with_scratch<T>(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> T) -> T {
     SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < len {
-            buf.resize(len, 0.0);
+        let mut bufs = cell.borrow_mut();
+        let (a, b) = &mut *bufs;
+        if a.len() < len_a {
+            a.resize(len_a, 0.0);
         }
-        f(&mut buf[..len])
+        if b.len() < len_b {
+            b.resize(len_b, 0.0);
+        }
+        f(&mut a[..len_a], &mut b[..len_b])
     })
 }
 
@@ -146,16 +174,18 @@ fn valid_ow(d: &ConvDims, kw: usize) -> std::ops::Range<usize> {
     first.min(last)..last
 }
 
-/// Copies the receptive fields of one image `[C, H, W]` into `cols` `[C·KH·KW, OH·OW]`
-/// (overwrites).
-pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32]) {
+/// Copies the receptive fields of one image `[C, H, W]` into its block of an im2col
+/// matrix: row (c, kh, kw) of the block starts at `cols[row_idx * cols_stride]` and holds
+/// OH·OW values (overwritten). With `cols_stride = OH·OW` the block is the whole matrix
+/// `[C·KH·KW, OH·OW]`; a wider stride puts several images side by side.
+pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize) {
     let n_cols = d.col_cols();
     for c in 0..d.c {
         let plane = &image[c * d.h * d.w..(c + 1) * d.h * d.w];
         for kh in 0..d.kh {
             for kw in 0..d.kw {
                 let row_idx = (c * d.kh + kh) * d.kw + kw;
-                let row = &mut cols[row_idx * n_cols..(row_idx + 1) * n_cols];
+                let row = &mut cols[row_idx * cols_stride..row_idx * cols_stride + n_cols];
                 let valid = valid_ow(d, kw);
                 for oh in 0..d.oh {
                     let out_row = &mut row[oh * d.ow..(oh + 1) * d.ow];
@@ -182,17 +212,16 @@ pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32]) {
     }
 }
 
-/// The adjoint of `im2col`: adds every entry of `cols` back onto the input pixel it was
-/// copied from. Overwrites `image` `[C, H, W]`.
-pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32]) {
+/// The adjoint of `im2col`: adds every entry of an image's block of `cols` back onto the
+/// input pixel it was copied from. Overwrites `image` `[C, H, W]`.
+pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32], cols_stride: usize) {
     image.fill(0.0);
-    let n_cols = d.col_cols();
     for c in 0..d.c {
         let plane = &mut image[c * d.h * d.w..(c + 1) * d.h * d.w];
         for kh in 0..d.kh {
             for kw in 0..d.kw {
                 let row_idx = (c * d.kh + kh) * d.kw + kw;
-                let row = &cols[row_idx * n_cols..(row_idx + 1) * n_cols];
+                let row = &cols[row_idx * cols_stride..];
                 let valid = valid_ow(d, kw);
                 if valid.is_empty() {
                     continue;
@@ -214,7 +243,35 @@ pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32]) {
     }
 }
 
-/// `[N, C, H, W] -> [N, K, OH, OW]`, one image per task: im2col, then GEMM onto the bias.
+/// Builds the im2col matrix `[C·KH·KW, G'·OH·OW]` of the G' images in `images`
+/// (`[G', C, H, W]`), image `i` in columns `i·OH·OW ..`.
+fn im2col_group(images: &[f32], d: &ConvDims, cols: &mut [f32]) {
+    let image_len = d.c * d.h * d.w;
+    let n_images = images.len() / image_len;
+    let cols_stride = n_images * d.col_cols();
+    for (i, image) in images.chunks(image_len).enumerate() {
+        im2col(image, d, &mut cols[i * d.col_cols()..], cols_stride);
+    }
+}
+
+/// The output gradient of G' images (`[G', K, OH, OW]`) as one matrix `[K, G'·OH·OW]`
+/// laid out like `im2col_group`'s columns: `d_out` itself for one image, else copied.
+fn gather_group<'a>(d_out: &'a [f32], d: &ConvDims, buf: &'a mut [f32]) -> &'a [f32] {
+    let plane = d.col_cols();
+    let n_images = d_out.len() / (d.k * plane);
+    if n_images == 1 {
+        return d_out;
+    }
+    let n_cols = n_images * plane;
+    for (i, image) in d_out.chunks(d.k * plane).enumerate() {
+        for (k, src) in image.chunks(plane).enumerate() {
+            buf[k * n_cols + i * plane..k * n_cols + (i + 1) * plane].copy_from_slice(src);
+        }
+    }
+    &buf[..d.k * n_cols]
+}
+
+/// `[N, C, H, W] -> [N, K, OH, OW]`, one group of G images per task: im2col, GEMM, bias.
 pub fn conv2d_forward(
     input: &Tensor,
     weight: &Tensor,
@@ -223,33 +280,48 @@ pub fn conv2d_forward(
 ) -> (Tensor, ConvSaved) {
     let d = ConvDims::new(input.shape(), weight.shape(), cfg);
     assert_eq!(bias.shape(), [d.k], "conv2d: bias must be [{}]", d.k);
-    let (col_rows, col_cols) = (d.col_rows(), d.col_cols());
-    let image_len = d.c * d.h * d.w;
+    let (col_rows, plane) = (d.col_rows(), d.col_cols());
+    let (image_len, out_len) = (d.c * d.h * d.w, d.k * plane);
+    let g = d.images_per_gemm();
     let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
     let w = MatRef::row_major(weight.data(), d.k, col_rows);
 
     out.data_mut()
-        .par_chunks_mut(d.k * col_cols)
-        .zip(input.data().par_chunks(image_len))
-        .for_each(|(out_image, image)| {
-            with_scratch(col_rows * col_cols, |cols| {
+        .par_chunks_mut(g * out_len)
+        .zip(input.data().par_chunks(g * image_len))
+        .for_each(|(out_group, images)| {
+            let n_cols = images.len() / image_len * plane;
+            let tmp_len = if n_cols == plane { 0 } else { d.k * n_cols };
+            with_scratch(col_rows * n_cols, tmp_len, |cols, tmp| {
                 // 1. im2col
-                im2col(image, &d, cols);
+                im2col_group(images, &d, cols);
+                let cols_view = MatRef::row_major(cols, col_rows, n_cols);
 
-                // 2. bias, which the GEMM adds onto
-                for (plane, &b) in out_image.chunks_mut(col_cols).zip(bias.data()) {
-                    plane.fill(b);
+                if n_cols == plane {
+                    // 2. one image: the GEMM adds onto the bias in place,
+                    //    out[K, OH·OW] = b + W[K, C·KH·KW] · cols[C·KH·KW, OH·OW]
+                    for (out_plane, &b) in out_group.chunks_mut(plane).zip(bias.data()) {
+                        out_plane.fill(b);
+                    }
+                    gemm(
+                        1.0,
+                        w,
+                        cols_view,
+                        1.0,
+                        MatMut::row_major(out_group, d.k, plane),
+                    );
+                } else {
+                    // 2. several images: tmp[K, G·OH·OW] = W · cols, then 3. each image's
+                    //    planes move to NCHW with the bias added.
+                    gemm(1.0, w, cols_view, 0.0, MatMut::row_major(tmp, d.k, n_cols));
+                    for (i, out_image) in out_group.chunks_mut(out_len).enumerate() {
+                        for (k, out_plane) in out_image.chunks_mut(plane).enumerate() {
+                            let src = &tmp[k * n_cols + i * plane..k * n_cols + (i + 1) * plane];
+                            let b = bias.data()[k];
+                            out_plane.iter_mut().zip(src).for_each(|(o, &v)| *o = v + b);
+                        }
+                    }
                 }
-
-                // 3. GEMM: out[K, OH·OW] += W[K, C·KH·KW] · cols[C·KH·KW, OH·OW]
-                let cols_view = MatRef::row_major(cols, col_rows, col_cols);
-                gemm(
-                    1.0,
-                    w,
-                    cols_view,
-                    1.0,
-                    MatMut::row_major(out_image, d.k, col_cols),
-                );
             })
         });
     (out, ConvSaved { dims: d })
@@ -264,57 +336,67 @@ pub fn conv2d_backward(
     want_input: bool,
 ) -> ConvGrads {
     let d = saved.dims;
-    let (col_rows, col_cols) = (d.col_rows(), d.col_cols());
-    let out_len = d.k * col_cols;
-    let image_len = d.c * d.h * d.w;
+    let (col_rows, plane) = (d.col_rows(), d.col_cols());
+    let (image_len, out_len) = (d.c * d.h * d.w, d.k * plane);
+    let g = d.images_per_gemm();
 
-    // dW = Σ_n d_out_n · cols_nᵀ and db = Σ_n Σ_(oh, ow) d_out_n, in fixed image groups,
-    // rebuilding each image's cols.
-    let d_weight_and_bias = sum_over_images(d.n, d.k * col_rows + d.k, |start, end, acc| {
-        let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
-        with_scratch(col_rows * col_cols, |cols| {
-            for n_idx in start..end {
-                let d_out_image = &d_out.data()[n_idx * out_len..(n_idx + 1) * out_len];
-                im2col(
-                    &input.data()[n_idx * image_len..(n_idx + 1) * image_len],
-                    &d,
-                    cols,
-                );
-                gemm(
-                    1.0,
-                    MatRef::row_major(d_out_image, d.k, col_cols),
-                    MatRef::row_major(cols, col_rows, col_cols).t(),
-                    1.0,
-                    MatMut::row_major(acc_w, d.k, col_rows),
-                );
-                for (b, plane) in acc_b.iter_mut().zip(d_out_image.chunks(col_cols)) {
-                    *b += plane.iter().sum::<f32>();
+    // dW = Σ_groups d_out_g · cols_gᵀ and db = Σ d_out, in fixed groups of images,
+    // rebuilding each group's cols. The product is formed as its transpose,
+    // dWᵀ[C·KH·KW, K] = cols_g · d_out_gᵀ, so that the long matrix cols is read row by row.
+    let grads_len = d.k * col_rows + d.k;
+    let d_weight_and_bias = sum_over_groups(
+        d.n,
+        d.images_per_reduction(),
+        grads_len,
+        |start, end, acc| {
+            let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
+            with_scratch(col_rows * g * plane, d.k * g * plane, |cols, gathered| {
+                for first in (start..end).step_by(g) {
+                    let last = (first + g).min(end);
+                    let n_cols = (last - first) * plane;
+                    im2col_group(&input.data()[first * image_len..last * image_len], &d, cols);
+                    let d_out_g =
+                        gather_group(&d_out.data()[first * out_len..last * out_len], &d, gathered);
+                    gemm(
+                        1.0,
+                        MatRef::row_major(&cols[..col_rows * n_cols], col_rows, n_cols),
+                        MatRef::row_major(d_out_g, d.k, n_cols).t(),
+                        1.0,
+                        MatMut::strided(acc_w, col_rows, d.k, 1, col_rows),
+                    );
+                    for (b, row) in acc_b.iter_mut().zip(d_out_g.chunks(n_cols)) {
+                        *b += row.iter().sum::<f32>();
+                    }
                 }
-            }
-        })
-    });
+            })
+        },
+    );
     let (d_weight, d_bias) = d_weight_and_bias.split_at(d.k * col_rows);
     let d_weight = Tensor::from_vec(weight.shape(), d_weight.to_vec());
     let d_bias = Tensor::from_vec(&[d.k], d_bias.to_vec());
 
-    // d_cols_n = Wᵀ · d_out_n, then col2im folds it back onto the input pixels.
+    // d_cols_g = Wᵀ · d_out_g, then col2im folds each image's block back onto its pixels.
     let d_input = want_input.then(|| {
         let mut d_input = Tensor::zeros(&[d.n, d.c, d.h, d.w]);
         let w_t = MatRef::row_major(weight.data(), d.k, col_rows).t();
         d_input
             .data_mut()
-            .par_chunks_mut(image_len)
-            .zip(d_out.data().par_chunks(out_len))
-            .for_each(|(d_image, d_out_image)| {
-                with_scratch(col_rows * col_cols, |d_cols| {
+            .par_chunks_mut(g * image_len)
+            .zip(d_out.data().par_chunks(g * out_len))
+            .for_each(|(d_images, d_out_group)| {
+                let n_cols = d_out_group.len() / out_len * plane;
+                with_scratch(col_rows * n_cols, d.k * n_cols, |d_cols, gathered| {
+                    let d_out_g = gather_group(d_out_group, &d, gathered);
                     gemm(
                         1.0,
                         w_t,
-                        MatRef::row_major(d_out_image, d.k, col_cols),
+                        MatRef::row_major(d_out_g, d.k, n_cols),
                         0.0,
-                        MatMut::row_major(d_cols, col_rows, col_cols),
+                        MatMut::row_major(d_cols, col_rows, n_cols),
                     );
-                    col2im(d_cols, &d, d_image);
+                    for (i, d_image) in d_images.chunks_mut(image_len).enumerate() {
+                        col2im(&d_cols[i * plane..], &d, d_image, n_cols);
+                    }
                 })
             });
         d_input
