@@ -234,8 +234,13 @@ pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32], cols_stride: usize)
                     let dst = &mut plane[y as usize * d.w..(y as usize + 1) * d.w];
                     let x0 = valid.start * d.stride + kw - d.padding;
                     let src = &row[oh * d.ow + valid.start..oh * d.ow + valid.end];
-                    for (i, &v) in src.iter().enumerate() {
-                        dst[x0 + i * d.stride] += v;
+                    if d.stride == 1 {
+                        let dst = &mut dst[x0..x0 + src.len()];
+                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
+                    } else {
+                        for (i, &v) in src.iter().enumerate() {
+                            dst[x0 + i * d.stride] += v;
+                        }
                     }
                 }
             }
