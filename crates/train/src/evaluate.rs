@@ -8,7 +8,7 @@ use scratchnet_tensor::Graph;
 use crate::data::{make_batch, Mode};
 
 /// Images per evaluation batch: fixed, so results do not depend on any flag.
-pub const EVAL_BATCH: usize = 100;
+pub const EVAL_BATCH: usize = 500;
 
 /// What an evaluation measured.
 #[derive(Clone, Debug, PartialEq)]
