@@ -1,8 +1,9 @@
-//! Records the git revision the binary was built from, for `run.json`.
+//! Records the git revision the binary was built from, for `run.json`: `git describe`
+//! with `-dirty` when the work tree had uncommitted changes.
 
 fn main() {
     let revision = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
         .output()
         .ok()
         .filter(|o| o.status.success())
@@ -10,5 +11,6 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=SCRATCHNET_GIT_REVISION={revision}");
     println!("cargo:rerun-if-changed=../../.git/HEAD");
+    println!("cargo:rerun-if-changed=../../.git/index");
     println!("cargo:rerun-if-changed=../../.git/refs/heads");
 }

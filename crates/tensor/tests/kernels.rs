@@ -107,10 +107,10 @@ fn im2col_conv_equals_naive_when_padding_exceeds_what_the_stride_reaches() {
 
 #[test]
 fn im2col_conv_equals_naive_when_images_share_a_gemm() {
-    // 3x3 outputs: 4 images per GEMM (4·9 >= 32), so 22 images make groups of 4 and a
-    // short last group of 2.
+    // 3x3 outputs: 22 images are cut into at least four GEMM groups, 6 images each
+    // (6 = ceil(22 / 4)), so groups of 6, 6, 6 and a short last one of 4.
     check_conv_against_naive([22, 3, 7, 7], [5, 3, 5, 5], Conv2dConfig::default());
-    // One output position per image, as conv3 of lenet5-bn, with a short last group.
+    // One output position per image, as conv3 of lenet5-bn: groups of 18, 18, 18, 16.
     check_conv_against_naive([70, 4, 5, 5], [9, 4, 5, 5], Conv2dConfig::default());
 }
 

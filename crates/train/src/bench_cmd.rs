@@ -11,19 +11,19 @@ use clap::{Args, ValueEnum};
 use rayon::prelude::*;
 use scratchnet_augment::Augmenter;
 use scratchnet_cifar::{Dataset, IMAGE_BYTES};
-use scratchnet_optim::{Adam, Ema};
 use scratchnet_tensor::gemm::{gemm, MatMut, MatRef};
 use scratchnet_tensor::nn::{lenet5_bn, Layer, Network};
 use scratchnet_tensor::ops::conv::{
     conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
     ConvDims,
 };
-use scratchnet_tensor::{profile, Graph, Tensor};
+use scratchnet_tensor::{profile, Tensor};
 use serde_json::json;
 
 use crate::data::{make_batch, Mode};
 use crate::evaluate::evaluate;
 use crate::recipe::Recipe;
+use crate::trainer::{train_step, TrainState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchWhat {
@@ -230,39 +230,18 @@ fn bench_step(args: &BenchArgs, peak: f64) -> Result<()> {
     let n = args.batch_size;
     let data = synthetic(n * 20);
     let augmenter = Augmenter::new(&recipe.augment);
-    let mut net = Network::new(recipe.network.layers()?, 0);
-    let mut adam = Adam::new(recipe.optimizer, &net.param_lens());
-    let mut ema = Ema::new(0.999);
+    let mut state = TrainState::new(&recipe, 0)?;
     let mut step_idx = 0usize;
     let mut step = || {
         let start = (step_idx % 20) * n;
         let indices: Vec<usize> = (start..start + n).collect();
-        let (images, labels) = make_batch(
-            &data,
-            &indices,
-            &recipe.augment,
-            &augmenter,
-            Mode::Train {
-                seed: 0,
-                epoch: step_idx,
-            },
-        );
+        let mode = Mode::Train {
+            seed: 0,
+            epoch: step_idx,
+        };
+        let (images, labels) = make_batch(&data, &indices, &recipe.augment, &augmenter, mode);
         step_idx += 1;
-        let mut graph = Graph::new();
-        let input = graph.leaf(images, false);
-        let forward = net.forward(&mut graph, input, true);
-        let (loss, _) = graph.cross_entropy(forward.logits, &labels, recipe.label_smoothing);
-        graph.backward(loss);
-        let grads: Vec<&[f32]> = forward
-            .params
-            .iter()
-            .map(|&v| graph.grad(v).expect("gradient").data())
-            .collect();
-        let mut params: Vec<&mut [f32]> =
-            net.params.iter_mut().map(|p| p.value.data_mut()).collect();
-        profile::time("optimizer.adam", || adam.step(1e-3, &mut params, &grads));
-        let live: Vec<&[f32]> = net.params.iter().map(|p| p.value.data()).collect();
-        profile::time("optimizer.ema", || ema.update(&live));
+        train_step(&mut state, images, &labels, recipe.label_smoothing, 1e-3);
     };
     let t = median_time(args.iters, &mut step);
     // One more pass of iters with the profiler on, for the breakdown.

@@ -162,6 +162,49 @@ mod tests {
     }
 
     #[test]
+    fn a_network_can_be_written_as_a_list_of_layers() {
+        let text = r#"
+            name = "small"
+            epochs = 1
+            batch_size = 10
+            [[network]]
+            type = "conv2d"
+            in_channels = 3
+            out_channels = 4
+            kernel = 3
+            padding = 1
+            [[network]]
+            type = "relu"
+            [[network]]
+            type = "max_pool2d"
+            kernel = 2
+            stride = 2
+            [[network]]
+            type = "flatten"
+            [[network]]
+            type = "linear"
+            in_features = 1024
+            out_features = 10
+        "#;
+        let recipe = Recipe::parse(text).unwrap();
+        let layers = recipe.network.layers().unwrap();
+        assert_eq!(layers.len(), 5);
+        assert_eq!(
+            layers[0],
+            Layer::Conv2d {
+                in_channels: 3,
+                out_channels: 4,
+                kernel: 3,
+                stride: 1,
+                padding: 1
+            }
+        );
+        let wrong = text.replace("in_features = 1024", "in_features = 1000");
+        let err = format!("{:#}", Recipe::parse(&wrong).unwrap_err());
+        assert!(err.contains("layer 4"), "{err}");
+    }
+
+    #[test]
     fn missing_recipe_file_names_it() {
         let err = Recipe::load("no/such/recipe.toml").unwrap_err().to_string();
         assert!(err.contains("no/such/recipe.toml"), "{err}");

@@ -15,7 +15,7 @@ use scratchnet_augment::Augmenter;
 use scratchnet_cifar::{Dataset, N_CLASSES};
 use scratchnet_optim::{Adam, Ema, Selected, Selector};
 use scratchnet_tensor::nn::Network;
-use scratchnet_tensor::{profile, Graph};
+use scratchnet_tensor::{profile, Graph, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, Entry, TensorFile};
@@ -159,6 +159,65 @@ pub struct EpochStats {
     pub accuracy: f64,
 }
 
+/// What one optimiser step measured.
+pub struct StepStats {
+    /// The batch's mean loss.
+    pub loss: f32,
+    /// Images whose largest logit was the true class.
+    pub correct: usize,
+}
+
+/// One optimiser step on a batch: forward in training mode, the loss, backward, Adam, and
+/// the EMA update when the run keeps one.
+pub fn train_step(
+    state: &mut TrainState,
+    images: Tensor,
+    labels: &[usize],
+    smoothing: f32,
+    lr: f32,
+) -> StepStats {
+    let mut graph = Graph::new();
+    let input = graph.leaf(images, false);
+    let forward = state.net.forward(&mut graph, input, true);
+    let (loss, _) = graph.cross_entropy(forward.logits, labels, smoothing);
+    let loss_value = graph.value(loss).data()[0];
+    let logits = graph.value(forward.logits).data();
+    let correct = logits
+        .chunks(N_CLASSES)
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row) == l)
+        .count();
+
+    graph.backward(loss);
+    let grads: Vec<&[f32]> = forward
+        .params
+        .iter()
+        .map(|&v| {
+            graph
+                .grad(v)
+                .expect("every parameter feeds the loss")
+                .data()
+        })
+        .collect();
+    let mut params: Vec<&mut [f32]> = state
+        .net
+        .params
+        .iter_mut()
+        .map(|p| p.value.data_mut())
+        .collect();
+    profile::time("optimizer.adam", || {
+        state.adam.step(lr, &mut params, &grads)
+    });
+    if let Some(ema) = &mut state.ema {
+        let live: Vec<&[f32]> = state.net.params.iter().map(|p| p.value.data()).collect();
+        profile::time("optimizer.ema", || ema.update(&live));
+    }
+    StepStats {
+        loss: loss_value,
+        correct,
+    }
+}
+
 /// One pass over the training images in the epoch's shuffled order; the last short batch
 /// is kept.
 pub fn train_epoch(
@@ -182,42 +241,9 @@ pub fn train_epoch(
             Mode::Train { seed, epoch },
         );
 
-        let mut graph = Graph::new();
-        let input = graph.leaf(images, false);
-        let forward = state.net.forward(&mut graph, input, true);
-        let (loss, _) = graph.cross_entropy(forward.logits, &labels, recipe.label_smoothing);
-        batch_losses.push(graph.value(loss).data()[0] as f64);
-        let logits = graph.value(forward.logits).data();
-        correct += logits
-            .chunks(N_CLASSES)
-            .zip(&labels)
-            .filter(|(row, &l)| argmax(row) == l)
-            .count();
-
-        graph.backward(loss);
-        let grads: Vec<&[f32]> = forward
-            .params
-            .iter()
-            .map(|&v| {
-                graph
-                    .grad(v)
-                    .expect("every parameter feeds the loss")
-                    .data()
-            })
-            .collect();
-        let mut params: Vec<&mut [f32]> = state
-            .net
-            .params
-            .iter_mut()
-            .map(|p| p.value.data_mut())
-            .collect();
-        profile::time("optimizer.adam", || {
-            state.adam.step(lr, &mut params, &grads)
-        });
-        if let Some(ema) = &mut state.ema {
-            let live: Vec<&[f32]> = state.net.params.iter().map(|p| p.value.data()).collect();
-            profile::time("optimizer.ema", || ema.update(&live));
-        }
+        let step = train_step(state, images, &labels, recipe.label_smoothing, lr);
+        batch_losses.push(step.loss as f64);
+        correct += step.correct;
     }
     let n = batch_losses.len() as f64;
     let loss_mean = batch_losses.iter().sum::<f64>() / n;

@@ -46,9 +46,10 @@ impl RunningStats {
     }
 }
 
-/// What the backward pass needs: the normalised input and each channel's 1/σ.
+/// What the backward pass needs besides the input: each channel's mean and 1/σ, from
+/// which it recomputes x̂ = (x - μ)/σ rather than keep a copy of the activations.
 pub struct BatchNormSaved {
-    pub x_hat: Tensor,
+    pub mean: Vec<f32>,
     pub inv_std: Vec<f32>,
     /// Whether batch statistics were used (training) or the running ones (evaluation).
     pub training: bool,
@@ -80,18 +81,18 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum()
 }
 
-/// Σ a·b in f32 lanes, as `lane_sum`.
-fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+/// Σ a·f(b) in f32 lanes, as `lane_sum`.
+fn lane_dot(a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
     for (ca, cb) in chunks_a.zip(chunks_b) {
         for ((s, &x), &y) in acc.iter_mut().zip(ca).zip(cb) {
-            *s += x * y;
+            *s += x * f(y);
         }
     }
     for ((s, &x), &y) in acc.iter_mut().zip(tail_a).zip(tail_b) {
-        *s += x * y;
+        *s += x * f(y);
     }
     acc.iter().sum()
 }
@@ -167,30 +168,22 @@ pub fn batch_norm2d_forward(
         (running.mean.clone(), inv_std)
     };
 
-    let mut x_hat = Tensor::zeros(input.shape());
     let mut out = Tensor::zeros(input.shape());
-    x_hat
-        .data_mut()
+    out.data_mut()
         .par_chunks_mut(c * plane)
-        .zip(out.data_mut().par_chunks_mut(c * plane))
         .zip(input.data().par_chunks(c * plane))
-        .for_each(|((x_hat_image, out_image), image)| {
+        .for_each(|(out_image, image)| {
             for c_idx in 0..c {
                 let range = c_idx * plane..(c_idx + 1) * plane;
                 let (g, b) = (gamma.data()[c_idx], beta.data()[c_idx]);
                 let (mu, s) = (mean[c_idx], inv_std[c_idx]);
-                for ((xh, o), &x) in x_hat_image[range.clone()]
-                    .iter_mut()
-                    .zip(&mut out_image[range.clone()])
-                    .zip(&image[range])
-                {
-                    *xh = (x - mu) * s;
-                    *o = g * *xh + b;
+                for (o, &x) in out_image[range.clone()].iter_mut().zip(&image[range]) {
+                    *o = g * ((x - mu) * s) + b;
                 }
             }
         });
     let saved = BatchNormSaved {
-        x_hat,
+        mean,
         inv_std,
         training,
     };
@@ -200,13 +193,14 @@ pub fn batch_norm2d_forward(
 /// Gradients of `batch_norm2d_forward`, into fresh tensors.
 pub fn batch_norm2d_backward(
     saved: &BatchNormSaved,
+    input: &Tensor,
     gamma: &Tensor,
     d_out: &Tensor,
 ) -> BatchNormGrads {
     let [n, c, h, w] = d_out.dims4();
     let plane = h * w;
     let m = (n * plane) as f32;
-    let x_hat = saved.x_hat.data();
+    let x = input.data();
     let g = d_out.data();
 
     // dγ_c = Σ d_out · x̂ and dβ_c = Σ d_out over the channel's M values: each plane in f32
@@ -218,8 +212,9 @@ pub fn batch_norm2d_backward(
             let mut d_beta = 0.0f64;
             for n_idx in 0..n {
                 let range = (n_idx * c + c_idx) * plane..(n_idx * c + c_idx + 1) * plane;
-                let (go, xh) = (&g[range.clone()], &x_hat[range]);
-                d_gamma += lane_dot(go, xh) as f64;
+                let (go, x_plane) = (&g[range.clone()], &x[range]);
+                let (mu, s) = (saved.mean[c_idx], saved.inv_std[c_idx]);
+                d_gamma += lane_dot(go, x_plane, |v| (v - mu) * s) as f64;
                 d_beta += lane_sum(go, |v| v) as f64;
             }
             (d_gamma, d_beta)
@@ -238,12 +233,13 @@ pub fn batch_norm2d_backward(
                 let base = n_idx * c * plane + c_idx * plane;
                 let scale = gamma.data()[c_idx] * saved.inv_std[c_idx];
                 let dst = &mut d_image[c_idx * plane..(c_idx + 1) * plane];
-                let (go, xh) = (&g[base..base + plane], &x_hat[base..base + plane]);
+                let (go, x_plane) = (&g[base..base + plane], &x[base..base + plane]);
                 if saved.training {
                     // dx = γ/σ · (d_out - mean(d_out) - x̂ · mean(d_out · x̂))
                     let (mean_dg, mean_db) = (d_gamma[c_idx] / m, d_beta[c_idx] / m);
-                    for ((d, &go), &xh) in dst.iter_mut().zip(go).zip(xh) {
-                        *d = scale * (go - mean_db - xh * mean_dg);
+                    let (mu, s) = (saved.mean[c_idx], saved.inv_std[c_idx]);
+                    for ((d, &go), &x) in dst.iter_mut().zip(go).zip(x_plane) {
+                        *d = scale * (go - mean_db - (x - mu) * s * mean_dg);
                     }
                 } else {
                     // The running statistics are constants: dx = γ/σ · d_out.
@@ -273,7 +269,8 @@ impl Backward for BatchNormBackward {
     }
 
     fn backward(&self, values: &[Tensor], d_out: &Tensor, grads: &mut Grads<'_>) {
-        let g = batch_norm2d_backward(&self.saved, &values[self.gamma.0], d_out);
+        let (input, gamma) = (&values[self.input.0], &values[self.gamma.0]);
+        let g = batch_norm2d_backward(&self.saved, input, gamma, d_out);
         grads.add(self.input, g.d_input);
         grads.add(self.gamma, g.d_gamma);
         grads.add(self.beta, g.d_beta);

@@ -119,18 +119,23 @@ pub struct ConvGrads {
     pub d_bias: Tensor,
 }
 
-/// Output positions one GEMM should cover at least. The GEMM kernel is 8 columns wide; a
-/// layer with few output positions per image (conv3 of lenet5-bn has one) puts several
-/// images side by side in one product instead of running a matrix-vector product each.
-const MIN_GEMM_COLS: usize = 32;
+/// Output positions one GEMM should cover at least. Few columns make the GEMM pay its
+/// packing and edge handling for little arithmetic: a layer with few output positions per
+/// image (conv2 of lenet5-bn has 100, conv3 one) puts several images side by side in one
+/// product instead.
+const MIN_GEMM_COLS: usize = 256;
+
+/// The fewest groups a batch is cut into, so that every thread of a small machine gets
+/// work even where one GEMM could take the whole batch.
+const MIN_GROUPS: usize = 4;
 
 impl ConvDims {
     /// G, the images side by side in one GEMM: the fewest with G·OH·OW >= MIN_GEMM_COLS,
-    /// at most N. It depends on the shapes only, never on the thread count.
+    /// but no more than leave MIN_GROUPS groups. It depends on the shapes only, never on
+    /// the thread count.
     pub fn images_per_gemm(&self) -> usize {
-        MIN_GEMM_COLS
-            .div_ceil(self.col_cols())
-            .clamp(1, self.n.max(1))
+        let wanted = MIN_GEMM_COLS.div_ceil(self.col_cols());
+        wanted.min(self.n.div_ceil(MIN_GROUPS)).max(1)
     }
 
     /// Images summed on one thread in the weight gradient: whole GEMM groups, at least
@@ -174,6 +179,26 @@ fn valid_ow(d: &ConvDims, kw: usize) -> std::ops::Range<usize> {
     first.min(last)..last
 }
 
+/// `dst.copy_from_slice(src)` for the short rows of im2col (OW values), in fixed blocks of
+/// four that compile to single vector moves: `copy_from_slice` calls `memmove`, whose
+/// call costs more than a 28-value copy.
+#[inline(always)]
+fn copy_short(src: &[f32], dst: &mut [f32]) {
+    let mut dst_blocks = dst.chunks_exact_mut(4);
+    let mut src_blocks = src.chunks_exact(4);
+    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
+        let block: &[f32; 4] = s.try_into().expect("blocks of four");
+        d.copy_from_slice(block);
+    }
+    for (d, s) in dst_blocks
+        .into_remainder()
+        .iter_mut()
+        .zip(src_blocks.remainder())
+    {
+        *d = *s;
+    }
+}
+
 /// Copies the receptive fields of one image `[C, H, W]` into its block of an im2col
 /// matrix: row (c, kh, kw) of the block starts at `cols[row_idx * cols_stride]` and holds
 /// OH·OW values (overwritten). With `cols_stride = OH·OW` the block is the whole matrix
@@ -200,7 +225,7 @@ pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize)
                     let x0 = valid.start * d.stride + kw - d.padding;
                     let dst = &mut out_row[valid.clone()];
                     if d.stride == 1 {
-                        dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+                        copy_short(&src[x0..x0 + dst.len()], dst);
                     } else {
                         for (i, v) in dst.iter_mut().enumerate() {
                             *v = src[x0 + i * d.stride];
