@@ -99,6 +99,35 @@ impl Dataset {
         Dataset { images, labels }
     }
 
+    /// Makes room for `n_records` more records without reallocating.
+    pub fn reserve(&mut self, n_records: usize) {
+        self.images.reserve(n_records * IMAGE_BYTES);
+        self.labels.reserve(n_records);
+    }
+
+    /// Moves the records from `at` on into a new dataset, keeping the first `at`: the
+    /// tail is copied once, the head not at all.
+    ///
+    /// # Panics
+    /// When `at` is past the end.
+    pub fn split_off(&mut self, at: usize) -> Dataset {
+        assert!(
+            at <= self.len(),
+            "split at {at} of a dataset of {} records",
+            self.len()
+        );
+        Dataset {
+            images: self.images.split_off(at * IMAGE_BYTES),
+            labels: self.labels.split_off(at),
+        }
+    }
+
+    /// Keeps the first `n` records (all of them when there are fewer).
+    pub fn truncate(&mut self, n: usize) {
+        self.images.truncate(n * IMAGE_BYTES);
+        self.labels.truncate(n);
+    }
+
     /// Moves the records of `other` onto the end of `self`.
     pub fn append(&mut self, mut other: Dataset) {
         self.images.append(&mut other.images);
@@ -143,6 +172,17 @@ mod tests {
     fn new_rejects_label_ten() {
         let err = Dataset::new(vec![0; 2 * IMAGE_BYTES], vec![9, 10]).unwrap_err();
         assert_eq!(err.to_string(), "dataset: label 10 at index 1 is above 9");
+    }
+
+    #[test]
+    fn split_off_and_truncate_keep_records_in_order() {
+        let mut data = Dataset::new(vec![7; 4 * IMAGE_BYTES], vec![0, 1, 2, 3]).unwrap();
+        let tail = data.split_off(3);
+        assert_eq!(tail.labels(), [3]);
+        assert_eq!(data.labels(), [0, 1, 2]);
+        data.truncate(2);
+        assert_eq!(data.labels(), [0, 1]);
+        assert_eq!(data.len(), 2);
     }
 
     #[test]

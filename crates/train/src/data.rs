@@ -37,10 +37,10 @@ pub fn split(all: Dataset, val_size: usize, train_limit: Option<usize>) -> Resul
             "--train-limit {limit} must be between 1 and {n_train} (images left after validation)"
         );
     }
-    Ok(Split {
-        train: all.slice(0..limit),
-        val: all.slice(n_train..n),
-    })
+    let mut train = all;
+    let val = train.split_off(n_train);
+    train.truncate(limit);
+    Ok(Split { train, val })
 }
 
 /// Loads the training batches from `dir` and splits them.
