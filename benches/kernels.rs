@@ -12,6 +12,7 @@ use scratchnet_tensor::ops::conv::{
     conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
     ConvDims,
 };
+use scratchnet_tensor::ops::pool::{avg_pool2d_forward, PoolConfig};
 use scratchnet_tensor::Tensor;
 
 fn main() {
@@ -107,4 +108,24 @@ fn batch_norm_tanh_conv0_output(bencher: Bencher) {
         let (y, _) = batch_norm2d_forward(&x, &gamma, &beta, &mut running, cfg, true);
         tanh_forward(&y)
     });
+}
+
+#[divan::bench]
+fn tanh_conv0_output(bencher: Bencher) {
+    let x = ramp(&[N, 6, 28, 28], 6);
+    bencher
+        .counter(ItemsCount::new(x.len()))
+        .bench(|| tanh_forward(&x));
+}
+
+#[divan::bench]
+fn avg_pool_conv0_output(bencher: Bencher) {
+    let x = ramp(&[N, 6, 28, 28], 7);
+    let cfg = PoolConfig {
+        kernel: 2,
+        stride: 2,
+    };
+    bencher
+        .counter(ItemsCount::new(x.len()))
+        .bench(|| avg_pool2d_forward(&x, cfg));
 }

@@ -128,6 +128,18 @@ fn conv2d_gradients_lenet_like_kernel_5() {
 }
 
 #[test]
+fn conv2d_gradients_full_window() {
+    // The kernel covers the whole input: the fully connected path of conv3 in lenet5-bn.
+    let x = pseudo_random(&[3, 2, 4, 4], 25);
+    let w = pseudo_random(&[5, 2, 4, 4], 26);
+    let b = pseudo_random(&[5], 27);
+    let cfg = Conv2dConfig::default();
+    check_grads(&[x, w, b], &[true, true, true], DEFAULT, |g, v| {
+        g.conv2d(v[0], v[1], v[2], cfg)
+    });
+}
+
+#[test]
 fn batch_norm_training_gradients() {
     let x = pseudo_random(&[3, 2, 3, 4], 7);
     let gamma = Tensor::from_vec(&[2], vec![1.3, -0.7]);

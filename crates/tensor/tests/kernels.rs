@@ -5,7 +5,10 @@ use scratchnet_tensor::ops::conv::{
     conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
 };
 use scratchnet_tensor::ops::loss::cross_entropy_forward;
-use scratchnet_tensor::ops::pool::{avg_pool2d_forward, max_pool2d_forward, PoolConfig};
+use scratchnet_tensor::ops::pool::{
+    avg_pool2d_backward, avg_pool2d_backward_naive, avg_pool2d_forward, avg_pool2d_forward_naive,
+    max_pool2d_forward, PoolConfig,
+};
 use scratchnet_tensor::Tensor;
 
 fn ramp(shape: &[usize], scale: f32, offset: usize) -> Tensor {
@@ -204,4 +207,25 @@ fn pooling_matches_hand_values() {
     let (max, argmax) = max_pool2d_forward(&x, cfg);
     assert_eq!(max.data(), [5.0, 7.0, 13.0, 15.0]);
     assert_eq!(argmax, [5, 7, 13, 15]);
+}
+
+#[test]
+fn the_2x2_pooling_path_equals_the_general_loops() {
+    // Odd sizes leave a last row and column outside every window.
+    for shape in [[2, 3, 28, 28], [1, 2, 7, 9]] {
+        let x = ramp(&shape, 0.1, 5);
+        let cfg = PoolConfig {
+            kernel: 2,
+            stride: 2,
+        };
+        let fast = avg_pool2d_forward(&x, cfg);
+        assert_close(&fast, &avg_pool2d_forward_naive(&x, cfg), 1e-6);
+        let d_out = ramp(fast.shape(), 0.2, 6);
+        let fast_back = avg_pool2d_backward(&d_out, &shape, cfg);
+        assert_close(
+            &fast_back,
+            &avg_pool2d_backward_naive(&d_out, &shape, cfg),
+            1e-6,
+        );
+    }
 }

@@ -139,10 +139,14 @@ impl ConvDims {
     }
 
     /// Images summed on one thread in the weight gradient: whole GEMM groups, at least
-    /// `REDUCE_GROUP` images.
+    /// `REDUCE_GROUP` images and enough for MIN_GEMM_COLS output positions. In dW the
+    /// output positions are the GEMM's inner dimension: a short one makes every partial
+    /// product read and write all of dW for little arithmetic (conv3 of lenet5-bn, with
+    /// one position per image, then sums the whole batch in one product).
     fn images_per_reduction(&self) -> usize {
         let g = self.images_per_gemm();
-        g * REDUCE_GROUP.div_ceil(g)
+        let wanted = REDUCE_GROUP.max(MIN_GEMM_COLS.div_ceil(self.col_cols()));
+        (g * wanted.div_ceil(g)).min(self.n.max(1))
     }
 }
 
@@ -204,6 +208,9 @@ fn copy_short(src: &[f32], dst: &mut [f32]) {
 /// OH·OW values (overwritten). With `cols_stride = OH·OW` the block is the whole matrix
 /// `[C·KH·KW, OH·OW]`; a wider stride puts several images side by side.
 pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize) {
+    if d.padding == 0 && d.stride == 1 {
+        return im2col_dense(image, d, cols, cols_stride);
+    }
     let n_cols = d.col_cols();
     for c in 0..d.c {
         let plane = &image[c * d.h * d.w..(c + 1) * d.h * d.w];
@@ -237,10 +244,52 @@ pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize)
     }
 }
 
+/// `im2col` without padding at stride 1, as every conv of lenet5-bn: no bounds to test, row
+/// (c, kh, kw) is OH runs of OW values starting at pixel (kh, kw) of plane c. Rows are short
+/// (OW = 10 in conv2), so the general loop's per-row bookkeeping would cost more than the copy.
+fn im2col_dense(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize) {
+    let n_cols = d.col_cols();
+    for (c, plane) in image.chunks_exact(d.h * d.w).enumerate() {
+        for kh in 0..d.kh {
+            for kw in 0..d.kw {
+                let row_idx = (c * d.kh + kh) * d.kw + kw;
+                let row = &mut cols[row_idx * cols_stride..][..n_cols];
+                let src = &plane[kh * d.w + kw..];
+                for (dst, src_row) in row.chunks_exact_mut(d.ow).zip(src.chunks(d.w)) {
+                    copy_short(&src_row[..d.ow], dst);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col_dense`; adds into `image`.
+fn col2im_dense(cols: &[f32], d: &ConvDims, image: &mut [f32], cols_stride: usize) {
+    let n_cols = d.col_cols();
+    for (c, plane) in image.chunks_exact_mut(d.h * d.w).enumerate() {
+        for kh in 0..d.kh {
+            for kw in 0..d.kw {
+                let row_idx = (c * d.kh + kh) * d.kw + kw;
+                let row = &cols[row_idx * cols_stride..][..n_cols];
+                let dst = &mut plane[kh * d.w + kw..];
+                for (src, dst_row) in row.chunks_exact(d.ow).zip(dst.chunks_mut(d.w)) {
+                    dst_row[..d.ow]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(o, &v)| *o += v);
+                }
+            }
+        }
+    }
+}
+
 /// The adjoint of `im2col`: adds every entry of an image's block of `cols` back onto the
 /// input pixel it was copied from. Overwrites `image` `[C, H, W]`.
 pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32], cols_stride: usize) {
     image.fill(0.0);
+    if d.padding == 0 && d.stride == 1 {
+        return col2im_dense(cols, d, image, cols_stride);
+    }
     for c in 0..d.c {
         let plane = &mut image[c * d.h * d.w..(c + 1) * d.h * d.w];
         for kh in 0..d.kh {
@@ -310,6 +359,12 @@ pub fn conv2d_forward(
 ) -> (Tensor, ConvSaved) {
     let d = ConvDims::new(input.shape(), weight.shape(), cfg);
     assert_eq!(bias.shape(), [d.k], "conv2d: bias must be [{}]", d.k);
+    if d.is_full_window() {
+        return (
+            full_window_forward(input, weight, bias, &d),
+            ConvSaved { dims: d },
+        );
+    }
     let (col_rows, plane) = (d.col_rows(), d.col_cols());
     let (image_len, out_len) = (d.c * d.h * d.w, d.k * plane);
     let g = d.images_per_gemm();
@@ -366,6 +421,9 @@ pub fn conv2d_backward(
     want_input: bool,
 ) -> ConvGrads {
     let d = saved.dims;
+    if d.is_full_window() {
+        return full_window_backward(input, weight, d_out, &d, want_input);
+    }
     let (col_rows, plane) = (d.col_rows(), d.col_cols());
     let (image_len, out_len) = (d.c * d.h * d.w, d.k * plane);
     let g = d.images_per_gemm();
@@ -432,6 +490,93 @@ pub fn conv2d_backward(
         d_input
     });
 
+    ConvGrads {
+        d_input,
+        d_weight,
+        d_bias,
+    }
+}
+
+impl ConvDims {
+    /// Whether the kernel covers the whole unpadded input, one output per image: then an
+    /// image's im2col matrix is the image itself, `[C·KH·KW, 1]`, and the convolution is a
+    /// fully connected layer (conv3 of lenet5-bn).
+    pub fn is_full_window(&self) -> bool {
+        self.padding == 0 && self.kh == self.h && self.kw == self.w
+    }
+}
+
+/// The full-window convolution as one product over the batch, on views of the input and
+/// the output instead of copies: out[N, K] = X[N, C·H·W] · Wᵀ + b.
+fn full_window_forward(input: &Tensor, weight: &Tensor, bias: &Tensor, d: &ConvDims) -> Tensor {
+    let image_len = d.c * d.h * d.w;
+    let mut out = Tensor::zeros(&[d.n, d.k, 1, 1]);
+    let w_t = MatRef::row_major(weight.data(), d.k, image_len).t();
+    let g = d.images_per_gemm();
+    out.data_mut()
+        .par_chunks_mut(g * d.k)
+        .zip(input.data().par_chunks(g * image_len))
+        .for_each(|(out_group, images)| {
+            let n_images = images.len() / image_len;
+            for row in out_group.chunks_mut(d.k) {
+                row.copy_from_slice(bias.data());
+            }
+            let x = MatRef::row_major(images, n_images, image_len);
+            gemm(
+                1.0,
+                x,
+                w_t,
+                1.0,
+                MatMut::row_major(out_group, n_images, d.k),
+            );
+        });
+    out
+}
+
+/// Gradients of `full_window_forward`: dW = d_outᵀ · X over the whole batch in one
+/// product (its inner dimension is the batch), db = Σ_n d_out, dX = d_out · W.
+fn full_window_backward(
+    input: &Tensor,
+    weight: &Tensor,
+    d_out: &Tensor,
+    d: &ConvDims,
+    want_input: bool,
+) -> ConvGrads {
+    let image_len = d.c * d.h * d.w;
+    let g_mat = MatRef::row_major(d_out.data(), d.n, d.k);
+    let mut d_weight = Tensor::zeros(weight.shape());
+    let x = MatRef::row_major(input.data(), d.n, image_len);
+    gemm(
+        1.0,
+        g_mat.t(),
+        x,
+        0.0,
+        MatMut::row_major(d_weight.data_mut(), d.k, image_len),
+    );
+    let mut d_bias = Tensor::zeros(&[d.k]);
+    for row in d_out.data().chunks(d.k) {
+        d_bias
+            .data_mut()
+            .iter_mut()
+            .zip(row)
+            .for_each(|(b, &v)| *b += v);
+    }
+    let d_input = want_input.then(|| {
+        let mut d_input = Tensor::zeros(input.shape());
+        let w = MatRef::row_major(weight.data(), d.k, image_len);
+        let g = d.images_per_gemm();
+        d_input
+            .data_mut()
+            .par_chunks_mut(g * image_len)
+            .zip(d_out.data().par_chunks(g * d.k))
+            .for_each(|(d_images, d_out_group)| {
+                let n_images = d_out_group.len() / d.k;
+                let g_group = MatRef::row_major(d_out_group, n_images, d.k);
+                let dst = MatMut::row_major(d_images, n_images, image_len);
+                gemm(1.0, g_group, w, 0.0, dst);
+            });
+        d_input
+    });
     ConvGrads {
         d_input,
         d_weight,

@@ -47,8 +47,47 @@ impl PoolDims {
     }
 }
 
-/// Each output is the mean of its kernel x kernel window.
+/// The 2x2, stride-2 windows of lenet5-bn.
+const HALVING: PoolConfig = PoolConfig {
+    kernel: 2,
+    stride: 2,
+};
+
+/// Each output is the mean of its kernel x kernel window. 2x2 windows at stride 2 take a
+/// loop of their own that reads two input rows at a time; other windows the general one.
 pub fn avg_pool2d_forward(input: &Tensor, cfg: PoolConfig) -> Tensor {
+    if cfg == HALVING {
+        avg_pool2x2_forward(input)
+    } else {
+        avg_pool2d_forward_naive(input, cfg)
+    }
+}
+
+/// out = ((x00 + x01) + (x10 + x11)) / 4 over each 2x2 window.
+fn avg_pool2x2_forward(input: &Tensor) -> Tensor {
+    let d = PoolDims::new(input.shape(), HALVING);
+    let mut out = Tensor::zeros(&[d.n, d.c, d.oh, d.ow]);
+    out.data_mut()
+        .par_chunks_mut(d.oh * d.ow)
+        .zip(input.data().par_chunks(d.h * d.w))
+        .for_each(|(o, x)| {
+            for (oh, out_row) in o.chunks_exact_mut(d.ow).enumerate() {
+                let top = &x[2 * oh * d.w..][..2 * d.ow];
+                let bottom = &x[(2 * oh + 1) * d.w..][..2 * d.ow];
+                for ((v, t), b) in out_row
+                    .iter_mut()
+                    .zip(top.chunks_exact(2))
+                    .zip(bottom.chunks_exact(2))
+                {
+                    *v = ((t[0] + t[1]) + (b[0] + b[1])) * 0.25;
+                }
+            }
+        });
+    out
+}
+
+/// Any window and stride: the plain loops, and the twin the 2x2 path is tested against.
+pub fn avg_pool2d_forward_naive(input: &Tensor, cfg: PoolConfig) -> Tensor {
     let d = PoolDims::new(input.shape(), cfg);
     let scale = 1.0 / (cfg.kernel * cfg.kernel) as f32;
     let mut out = Tensor::zeros(&[d.n, d.c, d.oh, d.ow]);
@@ -72,6 +111,38 @@ pub fn avg_pool2d_forward(input: &Tensor, cfg: PoolConfig) -> Tensor {
 
 /// dx = d_out / kernel² spread over each window (overlapping windows add); fresh tensor.
 pub fn avg_pool2d_backward(d_out: &Tensor, input_shape: &[usize], cfg: PoolConfig) -> Tensor {
+    if cfg == HALVING {
+        avg_pool2x2_backward(d_out, input_shape)
+    } else {
+        avg_pool2d_backward_naive(d_out, input_shape, cfg)
+    }
+}
+
+/// 2x2 windows at stride 2 do not overlap: each input pixel gets a quarter of its one
+/// window's gradient (pixels of an odd last row or column get none).
+fn avg_pool2x2_backward(d_out: &Tensor, input_shape: &[usize]) -> Tensor {
+    let d = PoolDims::new(input_shape, HALVING);
+    let mut d_input = Tensor::zeros(input_shape);
+    d_input
+        .data_mut()
+        .par_chunks_mut(d.h * d.w)
+        .zip(d_out.data().par_chunks(d.oh * d.ow))
+        .for_each(|(dx, go)| {
+            for (oh, g_row) in go.chunks_exact(d.ow).enumerate() {
+                for dy in 0..2 {
+                    let dx_row = &mut dx[(2 * oh + dy) * d.w..][..2 * d.ow];
+                    for (pair, &g) in dx_row.chunks_exact_mut(2).zip(g_row) {
+                        pair[0] = g * 0.25;
+                        pair[1] = g * 0.25;
+                    }
+                }
+            }
+        });
+    d_input
+}
+
+/// Any window and stride: the plain loops, and the twin the 2x2 path is tested against.
+pub fn avg_pool2d_backward_naive(d_out: &Tensor, input_shape: &[usize], cfg: PoolConfig) -> Tensor {
     let d = PoolDims::new(input_shape, cfg);
     let scale = 1.0 / (cfg.kernel * cfg.kernel) as f32;
     let mut d_input = Tensor::zeros(input_shape);
