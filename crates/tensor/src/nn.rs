@@ -8,9 +8,11 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Var};
-use crate::ops::batchnorm::{BatchNormConfig, RunningStats};
-use crate::ops::conv::Conv2dConfig;
-use crate::ops::pool::PoolConfig;
+use crate::ops::activation::{relu_forward, tanh_forward};
+use crate::ops::batchnorm::{batch_norm2d_forward, BatchNormConfig, RunningStats};
+use crate::ops::conv::{conv2d_forward, Conv2dConfig};
+use crate::ops::linear::linear_forward;
+use crate::ops::pool::{avg_pool2d_forward, max_pool2d_forward, PoolConfig};
 use crate::rng::{keyed_rng, Purpose};
 use crate::tensor::Tensor;
 
@@ -297,6 +299,52 @@ impl Network {
     }
 }
 
+impl Network {
+    /// The logits of `input` `[N, C, H, W]` in evaluation mode (running batch-norm
+    /// statistics), without a tape: each op's forward runs directly and every
+    /// intermediate value is dropped as soon as the next layer has read it.
+    pub fn infer(&mut self, input: Tensor) -> Tensor {
+        let mut params = self.params.iter().map(|p| &p.value);
+        let mut running = self.running.iter_mut();
+        let mut x = input;
+        for layer in &self.layers {
+            x = match *layer {
+                Layer::Conv2d {
+                    stride, padding, ..
+                } => {
+                    let (w, b) = (params.next().unwrap(), params.next().unwrap());
+                    conv2d_forward(&x, w, b, Conv2dConfig { stride, padding }).0
+                }
+                Layer::BatchNorm2d { .. } => {
+                    let (gamma, beta) = (params.next().unwrap(), params.next().unwrap());
+                    let stats = running
+                        .next()
+                        .expect("one running-stats entry per batch norm");
+                    batch_norm2d_forward(&x, gamma, beta, stats, self.bn_config, false).0
+                }
+                Layer::Tanh => tanh_forward(&x),
+                Layer::Relu => relu_forward(&x),
+                Layer::AvgPool2d { kernel, stride } => {
+                    avg_pool2d_forward(&x, PoolConfig { kernel, stride })
+                }
+                Layer::MaxPool2d { kernel, stride } => {
+                    max_pool2d_forward(&x, PoolConfig { kernel, stride }).0
+                }
+                Layer::Flatten => {
+                    let n = x.shape()[0];
+                    let rest = x.len() / n.max(1);
+                    x.reshape(&[n, rest])
+                }
+                Layer::Linear { .. } => {
+                    let (w, b) = (params.next().unwrap(), params.next().unwrap());
+                    linear_forward(&x, w, b)
+                }
+            };
+        }
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +360,20 @@ mod tests {
         assert_eq!(shapes[8], [120, 1, 1]);
         assert_eq!(shapes[11], [120]);
         assert_eq!(shapes[14], [10]);
+    }
+
+    #[test]
+    fn infer_gives_the_logits_of_an_evaluation_forward_on_the_tape() {
+        let mut net = Network::new(lenet5_bn(), 9);
+        net.running[0].mean = vec![0.1, -0.2, 0.05, 0.0, 0.3, -0.1];
+        let x = Tensor::from_vec(
+            &[3, 3, 32, 32],
+            (0..3 * 3072).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect(),
+        );
+        let mut graph = Graph::new();
+        let input = graph.leaf(x.clone(), false);
+        let forward = net.clone().forward(&mut graph, input, false);
+        assert_eq!(net.infer(x).data(), graph.value(forward.logits).data());
     }
 
     #[test]

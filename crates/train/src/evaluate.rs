@@ -3,7 +3,7 @@
 use scratchnet_augment::{AugmentConfig, Augmenter};
 use scratchnet_cifar::{Dataset, N_CLASSES};
 use scratchnet_tensor::nn::Network;
-use scratchnet_tensor::Graph;
+use scratchnet_tensor::ops::loss::cross_entropy_forward;
 
 use crate::data::{make_batch, Mode};
 
@@ -55,17 +55,10 @@ fn evaluate_all(
     let indices: Vec<usize> = (0..data.len()).collect();
     for chunk in indices.chunks(EVAL_BATCH) {
         let (images, labels) = make_batch(data, chunk, augment, &augmenter, Mode::Eval);
-        let mut graph = Graph::new();
-        let input = graph.leaf(images, false);
-        let forward = net.forward(&mut graph, input, false);
-        let (_, losses) = graph.cross_entropy(forward.logits, &labels, smoothing);
-        loss_sum += losses.iter().map(|&l| l as f64).sum::<f64>();
-        for (row, &label) in graph
-            .value(forward.logits)
-            .data()
-            .chunks(N_CLASSES)
-            .zip(&labels)
-        {
+        let logits = net.infer(images);
+        let out = cross_entropy_forward(&logits, &labels, smoothing);
+        loss_sum += out.losses.iter().map(|&l| l as f64).sum::<f64>();
+        for (row, &label) in logits.data().chunks(N_CLASSES).zip(&labels) {
             confusion[label][argmax(row)] += 1;
         }
     }
