@@ -41,10 +41,10 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     pub what: BenchWhat,
     /// Timed repetitions (the median is reported).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = positive)]
     pub iters: usize,
     /// Images per batch.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = positive)]
     pub batch_size: usize,
     /// Print one JSON object instead of text lines.
     #[arg(long)]
@@ -52,6 +52,15 @@ pub struct BenchArgs {
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// A count of at least one, for clap.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The median wall time of `iters` runs of `f` after one warm-up run.

@@ -14,6 +14,9 @@ pub struct RunInfo {
     pub threads: usize,
     pub data: PathBuf,
     pub val_size: usize,
+    /// sha256 of the training and validation records the run sees; checked on resume.
+    #[serde(default)]
+    pub data_sha256: Option<String>,
     pub train_limit: Option<usize>,
     pub epochs: usize,
     pub crate_version: String,

@@ -16,7 +16,8 @@ pub struct TrainArgs {
     /// Recipe: a built-in name (original, v2) or a TOML file.
     #[arg(long, required_unless_present = "resume")]
     pub recipe: Option<String>,
-    /// Folder with data_batch_1.bin .. data_batch_5.bin (and test_batch.bin).
+    /// Folder with data_batch_1.bin .. data_batch_5.bin (and test_batch.bin); with --resume,
+    /// a new place for the run's data (the images must be the same).
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
     /// Epochs in all (overrides the recipe; with --resume, counting those done).
@@ -44,7 +45,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub profile: bool,
     /// Continue the run in this folder (its recipe, seed and data) to --epochs in all.
-    #[arg(long, conflicts_with_all = ["recipe", "data", "batch_size", "train_limit", "seed", "out"])]
+    #[arg(long, conflicts_with_all = ["recipe", "batch_size", "train_limit", "seed", "out"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -53,7 +54,20 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         Some(run_dir) => resume_plan(run_dir, &args, threads)?,
         None => new_plan(&args, threads)?,
     };
+    // Every input is read and checked before the first epoch, so that bad data fails in
+    // seconds, not after hours of training.
     let split = load_split(&info.data, info.val_size, info.train_limit)?;
+    let fingerprint = data_fingerprint(&split);
+    match &info.data_sha256 {
+        Some(recorded) if *recorded != fingerprint => bail!(
+            "the images in {} are not the ones this run trained on (sha256 {fingerprint}, \
+             run.json records {recorded}): a resumed run must see the same data",
+            info.data.display()
+        ),
+        _ => info.data_sha256 = Some(fingerprint),
+    }
+    let test = load_test_if_present(&info.data)?;
+    let class_names = scratchnet_cifar::load_class_names(&info.data).ok();
     if args.resume.is_none() {
         start_run_dir(&plan, &info)?;
     } else {
@@ -79,48 +93,84 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         .exists()
         .then(|| crate::checkpoint::sha256_hex(&best_path))
         .transpose()?;
-    if let (Some(mut best), true) = (
-        outcome.best,
-        info.data.join(scratchnet_cifar::TEST_FILE).exists(),
-    ) {
-        let test = scratchnet_cifar::load_test(&info.data)?;
-        let eval = evaluate(
-            &mut best,
-            &test,
-            &plan.recipe.augment,
-            plan.recipe.label_smoothing,
+    info.write(&plan.run_dir)?;
+    let Some(mut best) = outcome.best else {
+        bail!(
+            "no epoch improved the validation loss (was it finite?): {} has no best.safetensors",
+            plan.run_dir.display()
         );
-        println!("class precision recall f1");
-        let names = scratchnet_cifar::load_class_names(&info.data).ok();
-        for (c, (p, r, f)) in per_class_scores(&eval.confusion).iter().enumerate() {
-            let name = names.as_ref().map_or(c.to_string(), |n| n[c].clone());
-            println!("{name} {p:.3} {r:.3} {f:.3}");
-        }
+    };
+    let Some(test) = test else {
         println!(
-            "best_epoch={} test_loss={:.4} test_acc={:.2} n={}",
-            info.best_epoch.unwrap_or(0),
-            eval.loss,
-            eval.accuracy,
-            eval.n_images
+            "no {} in {}: no test evaluation",
+            scratchnet_cifar::TEST_FILE,
+            info.data.display()
         );
-        info.test_loss = Some(eval.loss);
-        info.test_acc = Some(eval.accuracy);
+        return Ok(());
+    };
+    let eval = evaluate(
+        &mut best,
+        &test,
+        &plan.recipe.augment,
+        plan.recipe.label_smoothing,
+    );
+    println!("class precision recall f1");
+    for (c, (p, r, f)) in per_class_scores(&eval.confusion).iter().enumerate() {
+        let name = class_names.as_ref().map_or(c.to_string(), |n| n[c].clone());
+        println!("{name} {p:.3} {r:.3} {f:.3}");
     }
+    println!(
+        "best_epoch={} test_loss={:.4} test_acc={:.2} n={}",
+        info.best_epoch.unwrap_or(0),
+        eval.loss,
+        eval.accuracy,
+        eval.n_images
+    );
+    info.test_loss = Some(eval.loss);
+    info.test_acc = Some(eval.accuracy);
     info.write(&plan.run_dir)?;
     Ok(())
 }
 
+/// The test images, when the folder has `test_batch.bin`; a file that is there but bad is
+/// an error.
+fn load_test_if_present(dir: &Path) -> Result<Option<scratchnet_cifar::Dataset>> {
+    if !dir.join(scratchnet_cifar::TEST_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(Some(scratchnet_cifar::load_test(dir)?))
+}
+
+/// The sha256 of the training and validation images and labels, as the run sees them.
+fn data_fingerprint(split: &crate::data::Split) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for data in [&split.train, &split.val] {
+        for idx in 0..data.len() {
+            hasher.update([data.label(idx)]);
+            hasher.update(data.image(idx));
+        }
+    }
+    format!("{:x}", hasher.finalize())
+}
+
 fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, TrainState)> {
     let recipe_name = args.recipe.as_deref().expect("clap requires --recipe");
+    let data = args.data.clone().expect("clap requires --data");
     let mut recipe = Recipe::load(recipe_name)?;
     // --epochs sets how long this run goes (run.json), not the recipe: the recipe stored
     // in every checkpoint is then the same whether a run went in one go or was resumed.
     let epochs = args.epochs.unwrap_or(recipe.epochs);
+    if epochs == 0 {
+        bail!(
+            "--epochs must be at least 1 (the recipe's epochs: {})",
+            recipe.epochs
+        );
+    }
     if let Some(batch_size) = args.batch_size {
         recipe.batch_size = batch_size;
     }
     recipe.validate()?;
-    let data = args.data.clone().expect("clap requires --data");
     let run_dir = args
         .out
         .clone()
@@ -137,6 +187,7 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
         threads,
         data: std::path::absolute(&data).unwrap_or(data),
         val_size: args.val_size,
+        data_sha256: None,
         train_limit: args.train_limit,
         epochs,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -186,6 +237,24 @@ fn resume_plan(
     let epochs = args.epochs.unwrap_or(info.epochs);
     let state = TrainState::load(run_dir, &recipe, info.seed)
         .with_context(|| format!("resuming {}", run_dir.display()))?;
+    if state.stopped_early {
+        bail!(
+            "{} stopped early after epoch {}: there is nothing to resume",
+            run_dir.display(),
+            state.epochs_done
+        );
+    }
+    if epochs <= state.epochs_done {
+        bail!(
+            "{} has {} epochs done already: ask for more with --epochs N (N > {})",
+            run_dir.display(),
+            state.epochs_done,
+            state.epochs_done
+        );
+    }
+    if let Some(data) = &args.data {
+        info.data = std::path::absolute(data).unwrap_or(data.clone());
+    }
     info.threads = threads;
     info.epochs = epochs;
     let plan = RunPlan {

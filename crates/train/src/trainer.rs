@@ -339,6 +339,15 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
         state.rows.push(row);
         metrics::write(&plan.run_dir.join("metrics.csv"), &state.rows)?;
         state.save(&plan.run_dir, &recipe_toml)?;
+        if !stats.loss_mean.is_finite() {
+            bail!(
+                "epoch {}: the training loss is {} (the run diverged); its state is saved in {}, \
+                 try a lower learning rate",
+                epoch + 1,
+                stats.loss_mean,
+                plan.run_dir.display()
+            );
+        }
     }
     if state.stopped_early {
         println!(

@@ -224,3 +224,81 @@ fn eval_prints_loss_accuracy_and_count_for_test_and_val() {
     let acc: f64 = fields[1].1.parse().unwrap();
     assert!((0.0..=100.0).contains(&acc), "{val_stdout}");
 }
+
+// Pins that --epochs 0 is refused instead of leaving an empty run folder behind.
+#[test]
+fn zero_epochs_is_refused() {
+    let fixture = Fixture::new();
+    let output = scratchnet(train_args("v2", &fixture.data, &fixture.path("run"), 0, 7));
+    assert_fails_with(&output, &["--epochs"]);
+    assert!(!fixture.path("run").exists());
+}
+
+// Pins that a bad test_batch.bin fails before training, not after the last epoch.
+#[test]
+fn a_bad_test_batch_fails_before_the_first_epoch() {
+    let fixture = Fixture::new();
+    let path = fixture.data.join("test_batch.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] = 200;
+    std::fs::write(&path, bytes).unwrap();
+    let output = train_tiny(&fixture.data, &fixture.path("run"));
+    assert_fails_with(&output, &["test_batch.bin", "200"]);
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("epoch=1"));
+}
+
+// Pins that a diverged run (NaN loss) exits non-zero with a message instead of ending
+// quietly without a best model.
+#[test]
+fn a_diverging_run_fails_naming_the_epoch() {
+    let fixture = Fixture::new();
+    let text = include_str!("../../../recipes/v2.toml").replace("lr = 1e-3", "lr = 1e30");
+    let recipe = fixture.path("huge-lr.toml");
+    std::fs::write(&recipe, text).unwrap();
+    let args = train_args(
+        &recipe.display().to_string(),
+        &fixture.data,
+        &fixture.path("run"),
+        2,
+        7,
+    );
+    assert_fails_with(&scratchnet(&args), &["epoch 1", "diverged"]);
+}
+
+// Pins that resuming on other images is refused: the resumed run would not be the run.
+#[test]
+fn resume_on_changed_data_is_refused() {
+    let fixture = Fixture::new();
+    let run = fixture.path("run");
+    scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
+    let path = fixture.data.join("data_batch_5.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let output = scratchnet([
+        "train",
+        "--resume",
+        &run.display().to_string(),
+        "--epochs",
+        "2",
+    ]);
+    assert_fails_with(&output, &["not the ones this run trained on"]);
+}
+
+// Pins that a resume with nothing left to do says so instead of rewriting run.json.
+#[test]
+fn resume_to_no_more_epochs_is_refused() {
+    let fixture = Fixture::new();
+    let run = fixture.path("run");
+    scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
+    let before = std::fs::read(run.join("run.json")).unwrap();
+    let output = scratchnet([
+        "train",
+        "--resume",
+        &run.display().to_string(),
+        "--epochs",
+        "1",
+    ]);
+    assert_fails_with(&output, &["--epochs"]);
+    assert_eq!(std::fs::read(run.join("run.json")).unwrap(), before);
+}
