@@ -2,19 +2,15 @@
 //!
 //! Parallel loops hand each image (or each channel) to one task through `par_chunks_mut`,
 //! so writes are disjoint by construction. Sums over the batch are cut into groups of
-//! `REDUCE_GROUP` images whose boundaries depend only on the batch size; each group is
-//! summed in image order on one thread and the group results are added in group order.
+//! images (at least `REDUCE_GROUP`; a kernel may ask for larger ones, see
+//! `ConvDims::images_per_reduction`) whose boundaries depend only on the shapes; each group
+//! is summed in image order on one thread and the group results are added in group order.
 //! A run therefore computes the same bits with 1 thread or 64.
 
 use rayon::prelude::*;
 
-/// Images summed on one thread before partial results are combined.
+/// The fewest images summed on one thread before partial results are combined.
 pub const REDUCE_GROUP: usize = 5;
-
-/// The image ranges `[start, end)` of the reduction groups of a batch of `n_images`.
-pub fn reduce_groups(n_images: usize) -> Vec<(usize, usize)> {
-    groups_of(n_images, REDUCE_GROUP)
-}
 
 /// `[start, end)` ranges of `group` images each (the last may be shorter).
 pub fn groups_of(n_images: usize, group: usize) -> Vec<(usize, usize)> {
@@ -27,16 +23,8 @@ pub fn groups_of(n_images: usize, group: usize) -> Vec<(usize, usize)> {
 /// Sums `len`-long vectors over the images of a batch in a fixed order.
 ///
 /// `accumulate(start, end, acc)` adds the contribution of images `start..end` into `acc`
-/// (which starts at zero). Groups run in parallel; their results are added in group order.
-pub fn sum_over_images<F>(n_images: usize, len: usize, accumulate: F) -> Vec<f32>
-where
-    F: Fn(usize, usize, &mut [f32]) + Sync,
-{
-    sum_over_groups(n_images, REDUCE_GROUP, len, accumulate)
-}
-
-/// `sum_over_images` with groups of `group` images, for kernels whose natural unit of work
-/// is larger than `REDUCE_GROUP` (the group size must depend on shapes only).
+/// (which starts at zero). The groups of `group` images run in parallel; their results are
+/// added in group order. `group` must depend on shapes only, never on the thread count.
 pub fn sum_over_groups<F>(n_images: usize, group: usize, len: usize, accumulate: F) -> Vec<f32>
 where
     F: Fn(usize, usize, &mut [f32]) + Sync,
@@ -65,8 +53,8 @@ mod tests {
 
     #[test]
     fn groups_cover_the_batch_once() {
-        assert_eq!(reduce_groups(12), vec![(0, 5), (5, 10), (10, 12)]);
-        assert_eq!(reduce_groups(0), vec![]);
+        assert_eq!(groups_of(12, 5), vec![(0, 5), (5, 10), (10, 12)]);
+        assert_eq!(groups_of(0, 5), vec![]);
     }
 
     #[test]
@@ -78,7 +66,7 @@ mod tests {
                 .build()
                 .unwrap();
             pool.install(|| {
-                sum_over_images(values.len(), 1, |s, e, acc| {
+                sum_over_groups(values.len(), REDUCE_GROUP, 1, |s, e, acc| {
                     for v in &values[s..e] {
                         acc[0] += v;
                     }
