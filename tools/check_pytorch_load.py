@@ -7,6 +7,14 @@ usage: .venv/bin/python tools/check_pytorch_load.py WEIGHTS DATA_DIR
 """
 
 import sys
+
+try:
+    import numpy  # noqa: F401
+    import safetensors  # noqa: F401
+    import torch  # noqa: F401
+except ImportError:
+    sys.exit("this tool needs PyTorch: run benches/compare-pytorch.sh once to install it "
+             "into .venv, then use .venv/bin/python")
 import tomllib
 
 import numpy as np

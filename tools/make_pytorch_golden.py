@@ -11,6 +11,13 @@ parameter (`grad.<name>`) and the batch-norm running statistics after the forwar
 
 import sys
 
+try:
+    import numpy  # noqa: F401
+    import safetensors  # noqa: F401
+    import torch  # noqa: F401
+except ImportError:
+    sys.exit("this tool needs PyTorch: run benches/compare-pytorch.sh once to install it "
+             "into .venv, then use .venv/bin/python")
 import torch
 import torch.nn as nn
 from safetensors.torch import save_file

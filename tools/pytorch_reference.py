@@ -6,10 +6,20 @@ A development tool, not a test: run it through benches/compare-pytorch.sh, which
 PyTorch into a local virtualenv. Prints one JSON object.
 """
 
+import sys
+
+try:
+    import numpy  # noqa: F401
+    import safetensors  # noqa: F401
+    import torch  # noqa: F401
+except ImportError:
+    sys.exit("this tool needs PyTorch: run benches/compare-pytorch.sh once to install it "
+             "into .venv, then use .venv/bin/python")
 import argparse
 import json
 import statistics
 import time
+
 
 import torch
 import torch.nn as nn
