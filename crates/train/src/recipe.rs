@@ -116,8 +116,26 @@ impl Recipe {
         Ok(())
     }
 
+    /// The recipe as TOML. Floats are written as the shortest decimal of their f32 value
+    /// (`lr = 0.001`, not the f64 expansion `0.0010000000474974513`), which reads back as
+    /// the same f32.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("a recipe always serialises")
+        let mut value = toml::Value::try_from(self).expect("a recipe always serialises");
+        shorten_floats(&mut value);
+        toml::to_string(&value).expect("a recipe always serialises")
+    }
+}
+
+/// Rewrites every float of a TOML tree as the f64 nearest the shortest decimal of its f32.
+fn shorten_floats(value: &mut toml::Value) {
+    match value {
+        toml::Value::Float(x) => {
+            let short = format!("{}", *x as f32);
+            *x = short.parse().expect("an f32 prints as a valid float");
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(shorten_floats),
+        toml::Value::Table(table) => table.iter_mut().for_each(|(_, v)| shorten_floats(v)),
+        _ => {}
     }
 }
 
@@ -159,6 +177,15 @@ mod tests {
     fn recipe_round_trips_through_toml() {
         let v2 = Recipe::load("v2").unwrap();
         assert_eq!(Recipe::parse(&v2.to_toml()).unwrap(), v2);
+    }
+
+    // Pins that recipe.toml shows `lr = 0.001`, not the f64 expansion of the f32 value.
+    #[test]
+    fn floats_are_written_as_their_short_decimal() {
+        let text = Recipe::load("v2").unwrap().to_toml();
+        assert!(text.contains("lr = 0.001\n"), "{text}");
+        assert!(text.contains("min_delta = 0.0001\n"), "{text}");
+        assert!(!text.contains("0.00100000004"), "{text}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// Worker threads (default: the number of cores). Results do not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Run folder (default: runs/<recipe>-<seed>).
+    /// Run folder (default: runs/<name>-<seed>, <name> from the recipe's `name`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// After every epoch, print where its time went, by op.
