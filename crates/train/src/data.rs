@@ -76,34 +76,24 @@ pub fn make_batch(
     mode: Mode,
 ) -> (Tensor, Vec<usize>) {
     scratchnet_tensor::profile::time("data.batch", || {
-        make_batch_unprofiled(data, indices, cfg, augmenter, mode)
+        let mut images = vec![0.0f32; indices.len() * IMAGE_BYTES];
+        images
+            .par_chunks_mut(IMAGE_BYTES)
+            .zip(indices.par_iter())
+            .for_each(|(out, &idx)| match mode {
+                Mode::Train { seed, epoch } => {
+                    let mut rng = keyed_rng(seed, Purpose::Augment, epoch as u64, idx as u64);
+                    let choice = draw(cfg, &mut rng);
+                    augmenter.augment_to_f32(data.image(idx), &choice, out);
+                }
+                Mode::Eval => augmenter.to_f32(data.image(idx), out),
+            });
+        let labels = indices.iter().map(|&i| data.label(i) as usize).collect();
+        (
+            Tensor::from_vec(&[indices.len(), 3, 32, 32], images),
+            labels,
+        )
     })
-}
-
-fn make_batch_unprofiled(
-    data: &Dataset,
-    indices: &[usize],
-    cfg: &AugmentConfig,
-    augmenter: &Augmenter,
-    mode: Mode,
-) -> (Tensor, Vec<usize>) {
-    let mut images = vec![0.0f32; indices.len() * IMAGE_BYTES];
-    images
-        .par_chunks_mut(IMAGE_BYTES)
-        .zip(indices.par_iter())
-        .for_each(|(out, &idx)| match mode {
-            Mode::Train { seed, epoch } => {
-                let mut rng = keyed_rng(seed, Purpose::Augment, epoch as u64, idx as u64);
-                let choice = draw(cfg, &mut rng);
-                augmenter.augment_to_f32(data.image(idx), &choice, out);
-            }
-            Mode::Eval => augmenter.to_f32(data.image(idx), out),
-        });
-    let labels = indices.iter().map(|&i| data.label(i) as usize).collect();
-    (
-        Tensor::from_vec(&[indices.len(), 3, 32, 32], images),
-        labels,
-    )
 }
 
 #[cfg(test)]
