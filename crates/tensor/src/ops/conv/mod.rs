@@ -8,8 +8,11 @@
 //! For each image the im2col matrix `cols` has one row per (c, kh, kw) and one column per
 //! output position (oh, ow), so the convolution is one product: out = W · cols + b, with W
 //! seen as a [K, C·KH·KW] matrix.
-
-use std::cell::RefCell;
+//!
+//! This file holds the dimensions, the im2col + GEMM path (images grouped side by side
+//! where a layer has few output positions), its plain-loop twins and the tape op;
+//! `im2col.rs` builds the matrices, and `full_window.rs` is the path of a kernel that
+//! covers its whole input.
 
 use rayon::prelude::*;
 
@@ -17,6 +20,13 @@ use crate::gemm::{gemm, MatMut, MatRef};
 use crate::graph::{Backward, Grads, Graph, Var};
 use crate::parallel::{sum_over_groups, REDUCE_GROUP};
 use crate::tensor::Tensor;
+
+mod full_window;
+mod im2col;
+
+use full_window::{full_window_backward, full_window_forward};
+pub use im2col::{col2im, im2col};
+use im2col::{gather_group, im2col_group, with_scratch};
 
 /// Stride and zero padding, the same along height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,206 +158,6 @@ impl ConvDims {
         let wanted = REDUCE_GROUP.max(MIN_GEMM_COLS.div_ceil(self.col_cols()));
         (g * wanted.div_ceil(g)).min(self.n.max(1))
     }
-}
-
-thread_local! {
-    /// Two buffers (a group's im2col matrix and its output or output gradient), reused by
-    /// every conv on this thread so that the hot loop allocates nothing.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-}
-
-/// Runs `f` on this thread's scratch buffers of `len_a` and `len_b` values (contents
-/// unspecified).
-fn with_scratch<T>(len_a: usize, len_b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> T) -> T {
-    SCRATCH.with(|cell| {
-        let mut bufs = cell.borrow_mut();
-        let (a, b) = &mut *bufs;
-        if a.len() < len_a {
-            a.resize(len_a, 0.0);
-        }
-        if b.len() < len_b {
-            b.resize(len_b, 0.0);
-        }
-        f(&mut a[..len_a], &mut b[..len_b])
-    })
-}
-
-/// The output columns `ow` whose input column `ow·stride + kw - padding` lies inside
-/// `0..W`, as a range.
-fn valid_ow(d: &ConvDims, kw: usize) -> std::ops::Range<usize> {
-    let first = d.padding.saturating_sub(kw).div_ceil(d.stride);
-    let last = (d.w + d.padding)
-        .saturating_sub(kw)
-        .div_ceil(d.stride)
-        .min(d.ow);
-    first.min(last)..last
-}
-
-/// `dst.copy_from_slice(src)` for the short rows of im2col (OW values), in fixed blocks of
-/// four that compile to single vector moves: `copy_from_slice` calls `memmove`, whose
-/// call costs more than a 28-value copy.
-#[inline(always)]
-fn copy_short(src: &[f32], dst: &mut [f32]) {
-    let mut dst_blocks = dst.chunks_exact_mut(4);
-    let mut src_blocks = src.chunks_exact(4);
-    for (d, s) in (&mut dst_blocks).zip(&mut src_blocks) {
-        let block: &[f32; 4] = s.try_into().expect("blocks of four");
-        d.copy_from_slice(block);
-    }
-    for (d, s) in dst_blocks
-        .into_remainder()
-        .iter_mut()
-        .zip(src_blocks.remainder())
-    {
-        *d = *s;
-    }
-}
-
-/// Copies the receptive fields of one image `[C, H, W]` into its block of an im2col
-/// matrix: row (c, kh, kw) of the block starts at `cols[row_idx * cols_stride]` and holds
-/// OH·OW values (overwritten). With `cols_stride = OH·OW` the block is the whole matrix
-/// `[C·KH·KW, OH·OW]`; a wider stride puts several images side by side.
-pub fn im2col(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize) {
-    if d.padding == 0 && d.stride == 1 {
-        return im2col_dense(image, d, cols, cols_stride);
-    }
-    let n_cols = d.col_cols();
-    for c in 0..d.c {
-        let plane = &image[c * d.h * d.w..(c + 1) * d.h * d.w];
-        for kh in 0..d.kh {
-            for kw in 0..d.kw {
-                let row_idx = (c * d.kh + kh) * d.kw + kw;
-                let row = &mut cols[row_idx * cols_stride..row_idx * cols_stride + n_cols];
-                let valid = valid_ow(d, kw);
-                for oh in 0..d.oh {
-                    let out_row = &mut row[oh * d.ow..(oh + 1) * d.ow];
-                    let y = (oh * d.stride + kh) as isize - d.padding as isize;
-                    if y < 0 || y >= d.h as isize || valid.is_empty() {
-                        out_row.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[y as usize * d.w..(y as usize + 1) * d.w];
-                    out_row[..valid.start].fill(0.0);
-                    out_row[valid.end..].fill(0.0);
-                    let x0 = valid.start * d.stride + kw - d.padding;
-                    let dst = &mut out_row[valid.clone()];
-                    if d.stride == 1 {
-                        copy_short(&src[x0..x0 + dst.len()], dst);
-                    } else {
-                        for (i, v) in dst.iter_mut().enumerate() {
-                            *v = src[x0 + i * d.stride];
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `im2col` without padding at stride 1, as every conv of lenet5-bn: no bounds to test, row
-/// (c, kh, kw) is OH runs of OW values starting at pixel (kh, kw) of plane c. Rows are short
-/// (OW = 10 in conv2), so the general loop's per-row bookkeeping would cost more than the copy.
-fn im2col_dense(image: &[f32], d: &ConvDims, cols: &mut [f32], cols_stride: usize) {
-    let n_cols = d.col_cols();
-    for (c, plane) in image.chunks_exact(d.h * d.w).enumerate() {
-        for kh in 0..d.kh {
-            for kw in 0..d.kw {
-                let row_idx = (c * d.kh + kh) * d.kw + kw;
-                let row = &mut cols[row_idx * cols_stride..][..n_cols];
-                let src = &plane[kh * d.w + kw..];
-                for (dst, src_row) in row.chunks_exact_mut(d.ow).zip(src.chunks(d.w)) {
-                    copy_short(&src_row[..d.ow], dst);
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of `im2col_dense`; adds into `image`.
-fn col2im_dense(cols: &[f32], d: &ConvDims, image: &mut [f32], cols_stride: usize) {
-    let n_cols = d.col_cols();
-    for (c, plane) in image.chunks_exact_mut(d.h * d.w).enumerate() {
-        for kh in 0..d.kh {
-            for kw in 0..d.kw {
-                let row_idx = (c * d.kh + kh) * d.kw + kw;
-                let row = &cols[row_idx * cols_stride..][..n_cols];
-                let dst = &mut plane[kh * d.w + kw..];
-                for (src, dst_row) in row.chunks_exact(d.ow).zip(dst.chunks_mut(d.w)) {
-                    dst_row[..d.ow]
-                        .iter_mut()
-                        .zip(src)
-                        .for_each(|(o, &v)| *o += v);
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of `im2col`: adds every entry of an image's block of `cols` back onto the
-/// input pixel it was copied from. Overwrites `image` `[C, H, W]`.
-pub fn col2im(cols: &[f32], d: &ConvDims, image: &mut [f32], cols_stride: usize) {
-    image.fill(0.0);
-    if d.padding == 0 && d.stride == 1 {
-        return col2im_dense(cols, d, image, cols_stride);
-    }
-    for c in 0..d.c {
-        let plane = &mut image[c * d.h * d.w..(c + 1) * d.h * d.w];
-        for kh in 0..d.kh {
-            for kw in 0..d.kw {
-                let row_idx = (c * d.kh + kh) * d.kw + kw;
-                let row = &cols[row_idx * cols_stride..];
-                let valid = valid_ow(d, kw);
-                if valid.is_empty() {
-                    continue;
-                }
-                for oh in 0..d.oh {
-                    let y = (oh * d.stride + kh) as isize - d.padding as isize;
-                    if y < 0 || y >= d.h as isize {
-                        continue;
-                    }
-                    let dst = &mut plane[y as usize * d.w..(y as usize + 1) * d.w];
-                    let x0 = valid.start * d.stride + kw - d.padding;
-                    let src = &row[oh * d.ow + valid.start..oh * d.ow + valid.end];
-                    if d.stride == 1 {
-                        let dst = &mut dst[x0..x0 + src.len()];
-                        dst.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
-                    } else {
-                        for (i, &v) in src.iter().enumerate() {
-                            dst[x0 + i * d.stride] += v;
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Builds the im2col matrix `[C·KH·KW, G'·OH·OW]` of the G' images in `images`
-/// (`[G', C, H, W]`), image `i` in columns `i·OH·OW ..`.
-fn im2col_group(images: &[f32], d: &ConvDims, cols: &mut [f32]) {
-    let image_len = d.c * d.h * d.w;
-    let n_images = images.len() / image_len;
-    let cols_stride = n_images * d.col_cols();
-    for (i, image) in images.chunks(image_len).enumerate() {
-        im2col(image, d, &mut cols[i * d.col_cols()..], cols_stride);
-    }
-}
-
-/// The output gradient of G' images (`[G', K, OH, OW]`) as one matrix `[K, G'·OH·OW]`
-/// laid out like `im2col_group`'s columns: `d_out` itself for one image, else copied.
-fn gather_group<'a>(d_out: &'a [f32], d: &ConvDims, buf: &'a mut [f32]) -> &'a [f32] {
-    let plane = d.col_cols();
-    let n_images = d_out.len() / (d.k * plane);
-    if n_images == 1 {
-        return d_out;
-    }
-    let n_cols = n_images * plane;
-    for (i, image) in d_out.chunks(d.k * plane).enumerate() {
-        for (k, src) in image.chunks(plane).enumerate() {
-            buf[k * n_cols + i * plane..k * n_cols + (i + 1) * plane].copy_from_slice(src);
-        }
-    }
-    &buf[..d.k * n_cols]
 }
 
 /// `[N, C, H, W] -> [N, K, OH, OW]`, one group of G images per task: im2col, GEMM, bias.
@@ -490,93 +300,6 @@ pub fn conv2d_backward(
         d_input
     });
 
-    ConvGrads {
-        d_input,
-        d_weight,
-        d_bias,
-    }
-}
-
-impl ConvDims {
-    /// Whether the kernel covers the whole unpadded input, one output per image: then an
-    /// image's im2col matrix is the image itself, `[C·KH·KW, 1]`, and the convolution is a
-    /// fully connected layer (conv3 of lenet5-bn).
-    pub fn is_full_window(&self) -> bool {
-        self.padding == 0 && self.kh == self.h && self.kw == self.w
-    }
-}
-
-/// The full-window convolution as one product over the batch, on views of the input and
-/// the output instead of copies: out[N, K] = X[N, C·H·W] · Wᵀ + b.
-fn full_window_forward(input: &Tensor, weight: &Tensor, bias: &Tensor, d: &ConvDims) -> Tensor {
-    let image_len = d.c * d.h * d.w;
-    let mut out = Tensor::zeros(&[d.n, d.k, 1, 1]);
-    let w_t = MatRef::row_major(weight.data(), d.k, image_len).t();
-    let g = d.images_per_gemm();
-    out.data_mut()
-        .par_chunks_mut(g * d.k)
-        .zip(input.data().par_chunks(g * image_len))
-        .for_each(|(out_group, images)| {
-            let n_images = images.len() / image_len;
-            for row in out_group.chunks_mut(d.k) {
-                row.copy_from_slice(bias.data());
-            }
-            let x = MatRef::row_major(images, n_images, image_len);
-            gemm(
-                1.0,
-                x,
-                w_t,
-                1.0,
-                MatMut::row_major(out_group, n_images, d.k),
-            );
-        });
-    out
-}
-
-/// Gradients of `full_window_forward`: dW = d_outᵀ · X over the whole batch in one
-/// product (its inner dimension is the batch), db = Σ_n d_out, dX = d_out · W.
-fn full_window_backward(
-    input: &Tensor,
-    weight: &Tensor,
-    d_out: &Tensor,
-    d: &ConvDims,
-    want_input: bool,
-) -> ConvGrads {
-    let image_len = d.c * d.h * d.w;
-    let g_mat = MatRef::row_major(d_out.data(), d.n, d.k);
-    let mut d_weight = Tensor::zeros(weight.shape());
-    let x = MatRef::row_major(input.data(), d.n, image_len);
-    gemm(
-        1.0,
-        g_mat.t(),
-        x,
-        0.0,
-        MatMut::row_major(d_weight.data_mut(), d.k, image_len),
-    );
-    let mut d_bias = Tensor::zeros(&[d.k]);
-    for row in d_out.data().chunks(d.k) {
-        d_bias
-            .data_mut()
-            .iter_mut()
-            .zip(row)
-            .for_each(|(b, &v)| *b += v);
-    }
-    let d_input = want_input.then(|| {
-        let mut d_input = Tensor::zeros(input.shape());
-        let w = MatRef::row_major(weight.data(), d.k, image_len);
-        let g = d.images_per_gemm();
-        d_input
-            .data_mut()
-            .par_chunks_mut(g * image_len)
-            .zip(d_out.data().par_chunks(g * d.k))
-            .for_each(|(d_images, d_out_group)| {
-                let n_images = d_out_group.len() / d.k;
-                let g_group = MatRef::row_major(d_out_group, n_images, d.k);
-                let dst = MatMut::row_major(d_images, n_images, image_len);
-                gemm(1.0, g_group, w, 0.0, dst);
-            });
-        d_input
-    });
     ConvGrads {
         d_input,
         d_weight,
