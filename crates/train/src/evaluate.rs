@@ -40,36 +40,29 @@ pub fn evaluate(
     augment: &AugmentConfig,
     smoothing: f32,
 ) -> Evaluation {
-    scratchnet_tensor::profile::time("evaluate", || evaluate_all(net, data, augment, smoothing))
-}
-
-fn evaluate_all(
-    net: &mut Network,
-    data: &Dataset,
-    augment: &AugmentConfig,
-    smoothing: f32,
-) -> Evaluation {
-    let augmenter = Augmenter::new(augment);
-    let mut loss_sum = 0.0f64;
-    let mut confusion = [[0u32; N_CLASSES]; N_CLASSES];
-    let indices: Vec<usize> = (0..data.len()).collect();
-    for chunk in indices.chunks(EVAL_BATCH) {
-        let (images, labels) = make_batch(data, chunk, augment, &augmenter, Mode::Eval);
-        let logits = net.infer(images);
-        let out = cross_entropy_forward(&logits, &labels, smoothing);
-        loss_sum += out.losses.iter().map(|&l| l as f64).sum::<f64>();
-        for (row, &label) in logits.data().chunks(N_CLASSES).zip(&labels) {
-            confusion[label][argmax(row)] += 1;
+    scratchnet_tensor::profile::time("evaluate", || {
+        let augmenter = Augmenter::new(augment);
+        let mut loss_sum = 0.0f64;
+        let mut confusion = [[0u32; N_CLASSES]; N_CLASSES];
+        let indices: Vec<usize> = (0..data.len()).collect();
+        for chunk in indices.chunks(EVAL_BATCH) {
+            let (images, labels) = make_batch(data, chunk, augment, &augmenter, Mode::Eval);
+            let logits = net.infer(images);
+            let out = cross_entropy_forward(&logits, &labels, smoothing);
+            loss_sum += out.losses.iter().map(|&l| l as f64).sum::<f64>();
+            for (row, &label) in logits.data().chunks(N_CLASSES).zip(&labels) {
+                confusion[label][argmax(row)] += 1;
+            }
         }
-    }
-    let n = data.len();
-    let correct: u32 = (0..N_CLASSES).map(|c| confusion[c][c]).sum();
-    Evaluation {
-        loss: loss_sum / n as f64,
-        accuracy: 100.0 * correct as f64 / n as f64,
-        n_images: n,
-        confusion,
-    }
+        let n = data.len();
+        let correct: u32 = (0..N_CLASSES).map(|c| confusion[c][c]).sum();
+        Evaluation {
+            loss: loss_sum / n as f64,
+            accuracy: 100.0 * correct as f64 / n as f64,
+            n_images: n,
+            confusion,
+        }
+    })
 }
 
 /// Per-class precision, recall and F1 from a confusion matrix.

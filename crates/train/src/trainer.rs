@@ -292,15 +292,10 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
             &recipe.augment,
             recipe.label_smoothing,
         );
-        let ema_net = state.ema.as_ref().and_then(|e| ema_network(&state.net, e));
-        let ema_eval: Option<Evaluation> = ema_net.clone().map(|mut net| {
-            evaluate(
-                &mut net,
-                &split.val,
-                &recipe.augment,
-                recipe.label_smoothing,
-            )
-        });
+        let mut ema_net = state.ema.as_ref().and_then(|e| ema_network(&state.net, e));
+        let ema_eval: Option<Evaluation> = ema_net
+            .as_mut()
+            .map(|net| evaluate(net, &split.val, &recipe.augment, recipe.label_smoothing));
         let decision = state.selector.observe(
             epoch,
             live.loss as f32,

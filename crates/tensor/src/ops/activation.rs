@@ -93,21 +93,9 @@ pub fn tanh_scalar(x: f32) -> f32 {
     (-e / (2.0 + e)).copysign(x)
 }
 
-/// tanh_scalar over a slice.
-pub fn tanh_slice(input: &[f32], out: &mut [f32]) {
-    for (o, &x) in out.iter_mut().zip(input) {
-        *o = tanh_scalar(x);
-    }
-}
-
 /// y = tanh(x)
 pub fn tanh_forward(input: &Tensor) -> Tensor {
-    let mut out = Tensor::zeros(input.shape());
-    out.data_mut()
-        .par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(input.data().par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(o, x)| tanh_slice(x, o));
-    out
+    map(input, tanh_scalar)
 }
 
 /// The libm tanh, the readable twin of `tanh_forward`.
