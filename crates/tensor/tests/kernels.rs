@@ -2,7 +2,8 @@
 
 use scratchnet_tensor::ops::batchnorm::{batch_norm2d_forward, BatchNormConfig, RunningStats};
 use scratchnet_tensor::ops::conv::{
-    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
+    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive,
+    conv2d_forward_with, Conv2dConfig, ConvAlgorithm, ConvDims,
 };
 use scratchnet_tensor::ops::loss::cross_entropy_forward;
 use scratchnet_tensor::ops::pool::{
@@ -30,32 +31,39 @@ fn assert_close(a: &Tensor, b: &Tensor, tol: f32) {
     }
 }
 
-/// im2col + GEMM against the seven direct loops, forward and backward. The two sum in
-/// different orders, so they agree to f32 rounding: about 1e-7 per term, and the largest
-/// sums here (dW at conv1: 7 images x 784 positions) stay within 1e-4 relative.
+/// Every algorithm that applies (the lanes, im2col + GEMM, and the full-window GEMM where
+/// the kernel covers the input) against the seven direct loops, forward and backward. They
+/// sum in different orders, so they agree to f32 rounding: about 1e-7 per term, and the
+/// largest sums here (dW at conv1: 7 images x 784 positions) stay within 1e-4 relative.
 fn check_conv_against_naive(input: [usize; 4], weight: [usize; 4], cfg: Conv2dConfig) {
     let tol = 1e-4;
     let x = ramp(&input, 0.02, 1);
     let w = ramp(&weight, 0.01, 2);
     let b = ramp(&[weight[0]], 0.1, 3);
-    let (fast, saved) = conv2d_forward(&x, &w, &b, cfg);
     let naive = conv2d_forward_naive(&x, &w, &b, cfg);
-    assert_close(&fast, &naive, tol);
-
-    let d_out = ramp(fast.shape(), 0.03, 4);
-    let g_fast = conv2d_backward(&saved, &x, &w, &d_out, true);
+    let d_out = ramp(naive.shape(), 0.03, 4);
     let g_naive = conv2d_backward_naive(&x, &w, &d_out, cfg);
-    assert_close(
-        g_fast.d_input.as_ref().unwrap(),
-        g_naive.d_input.as_ref().unwrap(),
-        tol,
-    );
-    assert_close(&g_fast.d_weight, &g_naive.d_weight, tol);
-    assert_close(&g_fast.d_bias, &g_naive.d_bias, tol);
+
+    let mut algorithms = vec![ConvAlgorithm::Lanes, ConvAlgorithm::Im2col];
+    if ConvDims::new(&input, &weight, cfg).is_full_window() {
+        algorithms.push(ConvAlgorithm::FullWindow);
+    }
+    for algorithm in algorithms {
+        let (fast, saved) = conv2d_forward_with(algorithm, &x, &w, &b, cfg);
+        assert_close(&fast, &naive, tol);
+        let g_fast = conv2d_backward(&saved, &x, &w, &d_out, true);
+        assert_close(
+            g_fast.d_input.as_ref().unwrap(),
+            g_naive.d_input.as_ref().unwrap(),
+            tol,
+        );
+        assert_close(&g_fast.d_weight, &g_naive.d_weight, tol);
+        assert_close(&g_fast.d_bias, &g_naive.d_bias, tol);
+    }
 }
 
 #[test]
-fn im2col_conv_equals_naive_with_stride_2_and_padding_1() {
+fn conv_equals_naive_with_stride_2_and_padding_1() {
     check_conv_against_naive(
         [3, 4, 9, 8],
         [5, 4, 3, 3],
@@ -67,7 +75,7 @@ fn im2col_conv_equals_naive_with_stride_2_and_padding_1() {
 }
 
 #[test]
-fn im2col_conv_equals_naive_with_stride_2_padding_1_kernel_5() {
+fn conv_equals_naive_with_stride_2_padding_1_kernel_5() {
     check_conv_against_naive(
         [2, 3, 11, 11],
         [4, 3, 5, 5],
@@ -79,7 +87,7 @@ fn im2col_conv_equals_naive_with_stride_2_padding_1_kernel_5() {
 }
 
 #[test]
-fn im2col_conv_equals_naive_when_padding_exceeds_what_the_stride_reaches() {
+fn conv_equals_naive_when_padding_exceeds_what_the_stride_reaches() {
     // Stride 3 with padding 2 leaves whole kernel columns of some output positions in the
     // padding, and a 1x1 kernel with padding gives all-zero border outputs.
     check_conv_against_naive(
@@ -109,7 +117,7 @@ fn im2col_conv_equals_naive_when_padding_exceeds_what_the_stride_reaches() {
 }
 
 #[test]
-fn im2col_conv_equals_naive_when_images_share_a_gemm() {
+fn conv_equals_naive_when_images_share_a_gemm() {
     // 3x3 outputs: 22 images are cut into at least four GEMM groups, 6 images each
     // (6 = ceil(22 / 4)), so groups of 6, 6, 6 and a short last one of 4.
     check_conv_against_naive([22, 3, 7, 7], [5, 3, 5, 5], Conv2dConfig::default());
@@ -118,7 +126,7 @@ fn im2col_conv_equals_naive_when_images_share_a_gemm() {
 }
 
 #[test]
-fn im2col_conv_equals_naive_at_the_lenet_shapes() {
+fn conv_equals_naive_at_the_lenet_shapes() {
     let cfg = Conv2dConfig::default();
     check_conv_against_naive([7, 3, 32, 32], [6, 3, 5, 5], cfg);
     check_conv_against_naive([7, 6, 14, 14], [16, 6, 5, 5], cfg);

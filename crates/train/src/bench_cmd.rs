@@ -14,8 +14,8 @@ use scratchnet_cifar::{Dataset, IMAGE_BYTES};
 use scratchnet_tensor::gemm::{gemm, MatMut, MatRef};
 use scratchnet_tensor::nn::{lenet5_bn, Layer, Network};
 use scratchnet_tensor::ops::conv::{
-    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
-    ConvDims,
+    conv2d_backward, conv2d_backward_naive, conv2d_forward_naive, conv2d_forward_with,
+    Conv2dConfig, ConvAlgorithm, ConvDims,
 };
 use scratchnet_tensor::{profile, Tensor};
 use serde_json::json;
@@ -27,7 +27,7 @@ use crate::trainer::{train_step, TrainState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BenchWhat {
-    /// Each conv layer forward and backward, im2col against the naive loops.
+    /// Each conv layer forward and backward by every algorithm that applies and the naive loops.
     Conv,
     /// One v2 training step at batch 50, augmentation included, broken down by op.
     Step,
@@ -152,44 +152,45 @@ fn bench_conv(args: &BenchArgs, peak: f64) -> Result<()> {
             // The first layer's input needs no gradient, as in training.
             let want_input = layer_idx > 0;
             let backward_flops = 2.0 * macs * if want_input { 2.0 } else { 1.0 };
-            let (out, saved) = conv2d_forward(&x, &w, &b, cfg);
-            let d_out = ramp(out.shape(), 4);
-            let fwd = median_time(args.iters, || drop(conv2d_forward(&x, &w, &b, cfg)));
-            let bwd = median_time(args.iters, || {
-                drop(conv2d_backward(&saved, &x, &w, &d_out, want_input))
-            });
+            let d_out = ramp(&next, 4);
+            let name = format!("conv{layer_idx}");
+            let mut push = |pass: &str, algorithm: &str, t: Duration, flops: f64| {
+                rows.push(json!({
+                    "layer": name, "pass": pass, "algorithm": algorithm,
+                    "default": algorithm == d.algorithm().name(),
+                    "input": shape, "weight": [out_channels, in_channels, kernel, kernel],
+                    "ms": t.as_secs_f64() * 1e3, "gflops": gflops(flops, t),
+                    "share_of_sgemm": gflops(flops, t) / peak,
+                }));
+            };
+            let mut algorithms = vec![ConvAlgorithm::Lanes, ConvAlgorithm::Im2col];
+            if d.is_full_window() {
+                algorithms.push(ConvAlgorithm::FullWindow);
+            }
+            for algorithm in algorithms {
+                let forward = || conv2d_forward_with(algorithm, &x, &w, &b, cfg);
+                let saved = forward().1;
+                let fwd = median_time(args.iters, || drop(forward()));
+                let bwd = median_time(args.iters, || {
+                    drop(conv2d_backward(&saved, &x, &w, &d_out, want_input))
+                });
+                push("forward", algorithm.name(), fwd, 2.0 * macs);
+                push("backward", algorithm.name(), bwd, backward_flops);
+                push(
+                    "forward+backward",
+                    algorithm.name(),
+                    fwd + bwd,
+                    2.0 * macs + backward_flops,
+                );
+            }
             let naive_iters = (args.iters / 5).max(1);
             let fwd_naive =
                 median_time(naive_iters, || drop(conv2d_forward_naive(&x, &w, &b, cfg)));
             let bwd_naive = median_time(naive_iters, || {
                 drop(conv2d_backward_naive(&x, &w, &d_out, cfg))
             });
-            let name = format!("conv{layer_idx}");
-            // A kernel that covers the input skips im2col: the conv is one GEMM.
-            let fast = if d.is_full_window() {
-                "full-window-gemm"
-            } else {
-                "im2col"
-            };
-            for (pass, algo, t, flops) in [
-                ("forward", fast, fwd, 2.0 * macs),
-                ("backward", fast, bwd, backward_flops),
-                ("forward", "naive", fwd_naive, 2.0 * macs),
-                ("backward", "naive", bwd_naive, 4.0 * macs),
-            ] {
-                rows.push(json!({
-                    "layer": name, "pass": pass, "algorithm": algo,
-                    "input": shape, "weight": [out_channels, in_channels, kernel, kernel],
-                    "ms": t.as_secs_f64() * 1e3, "gflops": gflops(flops, t),
-                    "share_of_sgemm": gflops(flops, t) / peak,
-                }));
-            }
-            let both = fwd + bwd;
-            rows.push(json!({
-                "layer": name, "pass": "forward+backward", "algorithm": fast,
-                "ms": both.as_secs_f64() * 1e3, "gflops": gflops(2.0 * macs + backward_flops, both),
-                "share_of_sgemm": gflops(2.0 * macs + backward_flops, both) / peak,
-            }));
+            push("forward", "naive", fwd_naive, 2.0 * macs);
+            push("backward", "naive", bwd_naive, 4.0 * macs);
         }
         shape = next;
     }
@@ -202,10 +203,11 @@ fn bench_conv(args: &BenchArgs, peak: f64) -> Result<()> {
         println!("sgemm_gflops={peak:.1} batch_size={n}");
         for r in &rows {
             println!(
-                "layer={} pass={} algorithm={} ms={:.3} gflops={:.1} share_of_sgemm={:.1}%",
+                "layer={} pass={} algorithm={}{} ms={:.3} gflops={:.1} share_of_sgemm={:.1}%",
                 r["layer"].as_str().unwrap_or(""),
                 r["pass"].as_str().unwrap_or(""),
                 r["algorithm"].as_str().unwrap_or(""),
+                if r["default"].as_bool() == Some(true) { "(default)" } else { "" },
                 r["ms"].as_f64().unwrap_or(0.0),
                 r["gflops"].as_f64().unwrap_or(0.0),
                 100.0 * r["share_of_sgemm"].as_f64().unwrap_or(0.0)

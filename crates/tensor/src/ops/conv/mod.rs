@@ -9,10 +9,11 @@
 //! output position (oh, ow), so the convolution is one product: out = W · cols + b, with W
 //! seen as a [K, C·KH·KW] matrix.
 //!
-//! This file holds the dimensions, the im2col + GEMM path (images grouped side by side
-//! where a layer has few output positions), its plain-loop twins and the tape op;
-//! `im2col.rs` builds the matrices, and `full_window.rs` is the path of a kernel that
-//! covers its whole input.
+//! Three algorithms compute it (`ConvAlgorithm`): the direct convolution with images in
+//! vector lanes (`lanes.rs`, the default), im2col + GEMM (this file and `im2col.rs`, images
+//! grouped side by side where a layer has few output positions) and, for a kernel that
+//! covers its whole input, one GEMM over the batch (`full_window.rs`). This file holds the
+//! dimensions, the choice, the im2col path, the plain-loop twins and the tape op.
 
 use rayon::prelude::*;
 
@@ -23,10 +24,13 @@ use crate::tensor::Tensor;
 
 mod full_window;
 mod im2col;
+mod lanes;
 
 use full_window::{full_window_backward, full_window_forward};
 pub use im2col::{col2im, im2col};
 use im2col::{gather_group, im2col_group, with_scratch};
+pub use lanes::{LaneDims, LaneTiles, LANES};
+use lanes::{lanes_backward, lanes_forward};
 
 /// Stride and zero padding, the same along height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,12 +118,49 @@ fn dims4(shape: &[usize]) -> Option<[usize; 4]> {
     shape.try_into().ok()
 }
 
-/// What the backward pass keeps from the forward pass: only the dimensions. The im2col
-/// matrices are rebuilt image by image in backward instead of kept: one image's matrix
-/// fits in the core's cache, a batch's does not, and rebuilding is cheaper than reading
-/// it back from memory.
+/// How a convolution is computed. Each gives the gradients of its own forward pass; they
+/// differ in the order of their sums, so in the last bits of their results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Direct loops over an interleaved batch, one vector multiply-add for L images.
+    Lanes,
+    /// im2col matrices and matrixmultiply's GEMM.
+    Im2col,
+    /// One GEMM over the batch; only for a kernel that covers its whole unpadded input.
+    FullWindow,
+}
+
+impl ConvAlgorithm {
+    /// The name `scratchnet bench` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvAlgorithm::Lanes => "lanes",
+            ConvAlgorithm::Im2col => "im2col",
+            ConvAlgorithm::FullWindow => "full-window-gemm",
+        }
+    }
+}
+
+impl ConvDims {
+    /// The algorithm `conv2d_forward` uses, from the shapes alone: the full-window GEMM where
+    /// it applies, else the lanes. Measured on lenet5-bn (`scratchnet bench conv`), the lanes
+    /// beat im2col on conv1 and conv2, whose GEMMs are too small (6 or 16 rows, 150 deep)
+    /// to pay for their copies; conv3 has one output position, a plain GEMM.
+    pub fn algorithm(&self) -> ConvAlgorithm {
+        if self.is_full_window() {
+            ConvAlgorithm::FullWindow
+        } else {
+            ConvAlgorithm::Lanes
+        }
+    }
+}
+
+/// What the backward pass keeps from the forward pass: the dimensions and the algorithm.
+/// Neither the im2col matrices nor the interleaved input are kept: they are rebuilt from
+/// the input in backward, which costs less than holding and reading back a batch's worth.
 pub struct ConvSaved {
     pub dims: ConvDims,
+    pub algorithm: ConvAlgorithm,
 }
 
 /// The gradients of one convolution. `d_input` is `None` when it was not asked for.
@@ -160,7 +201,7 @@ impl ConvDims {
     }
 }
 
-/// `[N, C, H, W] -> [N, K, OH, OW]`, one group of G images per task: im2col, GEMM, bias.
+/// `[N, C, H, W] -> [N, K, OH, OW]` by the algorithm the shapes choose (`ConvDims::algorithm`).
 pub fn conv2d_forward(
     input: &Tensor,
     weight: &Tensor,
@@ -168,13 +209,36 @@ pub fn conv2d_forward(
     cfg: Conv2dConfig,
 ) -> (Tensor, ConvSaved) {
     let d = ConvDims::new(input.shape(), weight.shape(), cfg);
+    conv2d_forward_with(d.algorithm(), input, weight, bias, cfg)
+}
+
+/// `conv2d_forward` by the given algorithm.
+///
+/// # Panics
+/// If the shapes do not fit, or `FullWindow` is asked for a kernel smaller than its input.
+pub fn conv2d_forward_with(
+    algorithm: ConvAlgorithm,
+    input: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    cfg: Conv2dConfig,
+) -> (Tensor, ConvSaved) {
+    let d = ConvDims::new(input.shape(), weight.shape(), cfg);
     assert_eq!(bias.shape(), [d.k], "conv2d: bias must be [{}]", d.k);
-    if d.is_full_window() {
-        return (
-            full_window_forward(input, weight, bias, &d),
-            ConvSaved { dims: d },
-        );
-    }
+    let out = match algorithm {
+        ConvAlgorithm::Lanes => lanes_forward(input, weight, bias, &d),
+        ConvAlgorithm::Im2col => im2col_forward(input, weight, bias, &d),
+        ConvAlgorithm::FullWindow => {
+            assert!(d.is_full_window(), "conv2d: {d:?} is not a full-window convolution");
+            full_window_forward(input, weight, bias, &d)
+        }
+    };
+    (out, ConvSaved { dims: d, algorithm })
+}
+
+/// The im2col forward pass, one group of G images per task: im2col, GEMM, bias.
+fn im2col_forward(input: &Tensor, weight: &Tensor, bias: &Tensor, d: &ConvDims) -> Tensor {
+    let d = *d;
     let (col_rows, plane) = (d.col_rows(), d.col_cols());
     let (image_len, out_len) = (d.c * d.h * d.w, d.k * plane);
     let g = d.images_per_gemm();
@@ -219,10 +283,11 @@ pub fn conv2d_forward(
                 }
             })
         });
-    (out, ConvSaved { dims: d })
+    out
 }
 
-/// Gradients of `conv2d_forward`, into fresh tensors (overwrites nothing of the caller's).
+/// Gradients of `conv2d_forward`, into fresh tensors (overwrites nothing of the caller's),
+/// by the algorithm of the forward pass.
 pub fn conv2d_backward(
     saved: &ConvSaved,
     input: &Tensor,
@@ -231,9 +296,22 @@ pub fn conv2d_backward(
     want_input: bool,
 ) -> ConvGrads {
     let d = saved.dims;
-    if d.is_full_window() {
-        return full_window_backward(input, weight, d_out, &d, want_input);
+    match saved.algorithm {
+        ConvAlgorithm::Lanes => lanes_backward(input, weight, d_out, &d, want_input),
+        ConvAlgorithm::Im2col => im2col_backward(input, weight, d_out, &d, want_input),
+        ConvAlgorithm::FullWindow => full_window_backward(input, weight, d_out, &d, want_input),
     }
+}
+
+/// The im2col backward pass.
+fn im2col_backward(
+    input: &Tensor,
+    weight: &Tensor,
+    d_out: &Tensor,
+    d: &ConvDims,
+    want_input: bool,
+) -> ConvGrads {
+    let d = *d;
     let (col_rows, plane) = (d.col_rows(), d.col_cols());
     let (image_len, out_len) = (d.c * d.h * d.w, d.k * plane);
     let g = d.images_per_gemm();
