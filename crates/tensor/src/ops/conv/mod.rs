@@ -29,7 +29,7 @@ mod lanes;
 use full_window::{full_window_backward, full_window_forward};
 pub use im2col::{col2im, im2col};
 use im2col::{gather_group, im2col_group, with_scratch};
-pub use lanes::{LaneDims, LaneTiles, LANES};
+pub use lanes::{LaneDims, LaneTiles, Pooled, LANES};
 use lanes::{lanes_backward, lanes_forward};
 
 /// Stride and zero padding, the same along height and width.
@@ -155,12 +155,15 @@ impl ConvDims {
     }
 }
 
-/// What the backward pass keeps from the forward pass: the dimensions and the algorithm.
-/// Neither the im2col matrices nor the interleaved input are kept: they are rebuilt from
-/// the input in backward, which costs less than holding and reading back a batch's worth.
+/// What the backward pass keeps from the forward pass: the dimensions, the algorithm and,
+/// for the lanes, the interleaved input (the size of the input, and interleaving it again
+/// would cost a pass over it). The im2col matrices are not kept: they are rebuilt image by
+/// image in backward, where one image's matrix fits in the core's cache and a batch's
+/// does not.
 pub struct ConvSaved {
     pub dims: ConvDims,
     pub algorithm: ConvAlgorithm,
+    pub lanes_input: Option<Pooled>,
 }
 
 /// The gradients of one convolution. `d_input` is `None` when it was not asked for.
@@ -225,15 +228,23 @@ pub fn conv2d_forward_with(
 ) -> (Tensor, ConvSaved) {
     let d = ConvDims::new(input.shape(), weight.shape(), cfg);
     assert_eq!(bias.shape(), [d.k], "conv2d: bias must be [{}]", d.k);
-    let out = match algorithm {
-        ConvAlgorithm::Lanes => lanes_forward(input, weight, bias, &d),
-        ConvAlgorithm::Im2col => im2col_forward(input, weight, bias, &d),
+    let (out, lanes_input) = match algorithm {
+        ConvAlgorithm::Lanes => {
+            let (out, x) = lanes_forward(input, weight, bias, &d);
+            (out, Some(x))
+        }
+        ConvAlgorithm::Im2col => (im2col_forward(input, weight, bias, &d), None),
         ConvAlgorithm::FullWindow => {
             assert!(d.is_full_window(), "conv2d: {d:?} is not a full-window convolution");
-            full_window_forward(input, weight, bias, &d)
+            (full_window_forward(input, weight, bias, &d), None)
         }
     };
-    (out, ConvSaved { dims: d, algorithm })
+    let saved = ConvSaved {
+        dims: d,
+        algorithm,
+        lanes_input,
+    };
+    (out, saved)
 }
 
 /// The im2col forward pass, one group of G images per task: im2col, GEMM, bias.
@@ -297,7 +308,10 @@ pub fn conv2d_backward(
 ) -> ConvGrads {
     let d = saved.dims;
     match saved.algorithm {
-        ConvAlgorithm::Lanes => lanes_backward(input, weight, d_out, &d, want_input),
+        ConvAlgorithm::Lanes => {
+            let x = saved.lanes_input.as_ref();
+            lanes_backward(input, x, weight, d_out, &d, want_input)
+        }
         ConvAlgorithm::Im2col => im2col_backward(input, weight, d_out, &d, want_input),
         ConvAlgorithm::FullWindow => full_window_backward(input, weight, d_out, &d, want_input),
     }

@@ -1,0 +1,290 @@
+//! The direct convolution with images in vector lanes.
+//!
+//! Shapes as in the parent module: N batch, C input channels, K output channels, H/W input
+//! height and width, KH/KW kernel, OH/OW output; L = `LANES` images side by side.
+//!
+//! The batch is cut into lane groups of L images, and each group is interleaved so that the
+//! L images' values of one pixel sit side by side: a group's input is `[C, HP, WP]` vectors
+//! of L values, with a zero border of `padding` and zero margin columns on the right
+//! (`LaneDims`). Then every multiply-add of the convolution, whatever the layer's shape, is
+//! one vector multiply-add over L images: a layer with few output channels (conv1 of
+//! lenet5-bn has K = 6) or few output positions (conv2 has 10x10) fills every lane, where
+//! im2col + GEMM leaves GEMM tiles half empty and spends more time copying than computing.
+//!
+//! Each kernel keeps a tile of accumulator vectors in registers while it walks the rest:
+//! - forward, `out[k, oh, ow] = b[k] + Σ_{c,kh,kw} W[k, c, kh, kw] · x[c, oh·s + kh, ow·s + kw]`:
+//!   a tile is KB output channels × PB output columns of one output row;
+//! - weight gradient, `dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw]`:
+//!   a tile is KB output channels × RB kernel columns, summed over the output positions;
+//! - input gradient, scattered: `d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] ·
+//!   d_out[k, oh, ow]`: a tile is RB kernel columns × PB output columns, summed over k, then
+//!   added onto the pixels it came from.
+//!
+//! Files: this one holds the dims, the tiles and the two passes; `layout.rs` interleaves
+//! and de-interleaves, `kernels.rs` holds the three kernels, `pool.rs` keeps the
+//! interleaved buffers between calls.
+//!
+//! Each lane does the same sequence of fused multiply-adds (`f32::mul_add`) whatever the
+//! lane, the group or the CPU: the vector code (compiled for AVX-512 or AVX2 and picked at
+//! run time) and the portable fallback give the same bits, only at different speeds.
+
+use rayon::prelude::*;
+
+use super::{ConvDims, ConvGrads};
+use crate::parallel::sum_over_groups;
+use crate::profile;
+use crate::tensor::Tensor;
+
+/// `acc + a · x`, lane by lane, each lane one fused multiply-add. Values in, value out: the
+/// form the compiler turns into one vector instruction.
+#[inline(always)]
+pub(super) fn fma_lanes(a: Lanes, x: Lanes, acc: Lanes) -> Lanes {
+    std::array::from_fn(|l| a[l].mul_add(x[l], acc[l]))
+}
+
+/// The vector code paths: AVX-512 (with its 32 vector registers) and AVX2, each with FMA.
+/// The function the attribute marks is also compiled for the baseline CPU, the fallback.
+macro_rules! simd_targets {
+    (wide: $item:item) => {
+        #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
+        $item
+    };
+    (narrow: $item:item) => {
+        #[multiversion(targets("x86_64+avx2+fma"))]
+        $item
+    };
+}
+
+mod kernels;
+mod layout;
+mod pool;
+
+use kernels::{bias_grad_group, forward_row, input_grad_plane, weight_grad_group};
+use layout::{
+    deinterleave_input, deinterleave_output, interleave_input, interleave_output,
+    weight_by_channel_blocks, weight_by_column_blocks, RowLayout,
+};
+pub use pool::Pooled;
+use pool::Role;
+
+/// Images per vector: 8 f32 fill one 256-bit register, which both AVX2 and AVX-512 machines
+/// multiply-add at full rate (Zen 4 splits a 512-bit operation in two), and a batch of 50
+/// wastes only 6 lanes in 56 where 16 lanes would waste 14 in 64.
+pub const LANES: usize = 8;
+
+/// One value of each of the L images of a group.
+type Lanes = [f32; LANES];
+
+/// Tile sizes of one layer's three kernels, chosen from the shapes alone (so the bits do
+/// not depend on the machine): the tile that wastes the fewest multiply-adds on padding,
+/// and of those the largest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneTiles {
+    /// Forward: KB output channels × PB output columns.
+    pub forward: (usize, usize),
+    /// Weight gradient: KB output channels × RB kernel columns.
+    pub weight_grad: (usize, usize),
+    /// Input gradient: RB kernel columns × PB output columns.
+    pub input_grad: (usize, usize),
+}
+
+/// The (rows, cols) tiles each kernel is compiled for: at most 25 accumulator vectors, so
+/// that they stay in the 32 registers of AVX-512 beside the operands.
+const FORWARD_TILES: [(usize, usize); 5] = [(6, 4), (4, 5), (3, 4), (2, 6), (2, 5)];
+const WEIGHT_GRAD_TILES: [(usize, usize); 4] = [(2, 5), (3, 4), (4, 3), (2, 3)];
+const INPUT_GRAD_TILES: [(usize, usize); 4] = [(5, 5), (5, 4), (4, 3), (3, 3)];
+
+/// Of `tiles`, the one whose padded extent `round_up(rows) · round_up(cols)` is least, the
+/// largest tile on a tie.
+fn best_tile(tiles: &[(usize, usize)], rows: usize, cols: usize) -> (usize, usize) {
+    let work = |&(r, c): &(usize, usize)| rows.next_multiple_of(r) * cols.next_multiple_of(c);
+    let best = tiles.iter().map(work).min().expect("a tile");
+    *tiles
+        .iter()
+        .filter(|t| work(t) == best)
+        .max_by_key(|(r, c)| r * c)
+        .expect("a tile")
+}
+
+/// The sizes of one layer's interleaved buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LaneDims {
+    pub d: ConvDims,
+    pub tiles: LaneTiles,
+    /// Lane groups: N / L rounded up.
+    pub groups: usize,
+    /// Input rows with the zero border: H + 2·padding.
+    pub hp: usize,
+    /// Input columns with the zero border and enough margin for every tile's reads.
+    pub wp: usize,
+    /// Output channels and columns of the forward result, rounded up to its tile.
+    pub k_fwd: usize,
+    pub ow_fwd: usize,
+    /// Output channels rounded up to the weight-gradient tile.
+    pub k_dw: usize,
+    /// Output columns rounded up to the input-gradient tile.
+    pub ow_dx: usize,
+}
+
+impl LaneDims {
+    pub fn new(d: ConvDims) -> LaneDims {
+        let tiles = LaneTiles {
+            forward: best_tile(&FORWARD_TILES, d.k, d.ow),
+            weight_grad: best_tile(&WEIGHT_GRAD_TILES, d.k, d.kw),
+            input_grad: best_tile(&INPUT_GRAD_TILES, d.kw, d.ow),
+        };
+        let (kb_fwd, pb_fwd) = tiles.forward;
+        let (kb_dw, rb_dw) = tiles.weight_grad;
+        let (rb_dx, pb_dx) = tiles.input_grad;
+        let (ow_fwd, ow_dx) = (d.ow.next_multiple_of(pb_fwd), d.ow.next_multiple_of(pb_dx));
+        // The right-most column each kernel touches, plus one.
+        let reach = [
+            (ow_fwd - 1) * d.stride + d.kw,
+            (d.ow - 1) * d.stride + d.kw.next_multiple_of(rb_dw),
+            (ow_dx - 1) * d.stride + d.kw.next_multiple_of(rb_dx),
+        ];
+        LaneDims {
+            d,
+            tiles,
+            groups: d.n.div_ceil(LANES),
+            hp: d.h + 2 * d.padding,
+            wp: reach.into_iter().fold(d.w + 2 * d.padding, usize::max),
+            k_fwd: d.k.next_multiple_of(kb_fwd),
+            ow_fwd,
+            k_dw: d.k.next_multiple_of(kb_dw),
+            ow_dx,
+        }
+    }
+
+    /// Vectors in one group's interleaved input (or input gradient): C·HP·WP.
+    fn group_input_len(&self) -> usize {
+        self.d.c * self.hp * self.wp
+    }
+}
+
+/// `[N, C, H, W] -> [N, K, OH, OW]`: bias, then one tile of KB × PB accumulators at a time,
+/// each lane group's output rows in parallel.
+///
+/// Also returns the interleaved input, which the backward pass reads again.
+pub(super) fn lanes_forward(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    d: &ConvDims,
+) -> (Tensor, Pooled) {
+    let ld = LaneDims::new(*d);
+    let (kb, pb) = ld.tiles.forward;
+    let x = profile::time("conv2d.lanes.interleave", || interleave_input(input.data(), &ld));
+    let w = weight_by_channel_blocks(weight.data(), d, kb);
+    let mut b = bias.data().to_vec();
+    b.resize(ld.k_fwd, 0.0);
+
+    let rows = RowLayout::by_channel(ld.k_fwd, ld.ow_fwd);
+    let group_input_len = ld.group_input_len() * LANES;
+    let mut out = Pooled::take(Role::Output, ld, ld.groups * d.oh * rows.row_len * LANES);
+    out.par_chunks_mut(rows.row_len * LANES)
+        .enumerate()
+        .for_each(|(task, out_row)| {
+            let (group, oh) = (task / d.oh, task % d.oh);
+            let (x_group, _) = x[group * group_input_len..][..group_input_len].as_chunks::<LANES>();
+            let (out_row, _) = out_row.as_chunks_mut::<LANES>();
+            let args = (x_group, w.as_slice(), b.as_slice(), &ld, oh);
+            match (kb, pb) {
+                (6, 4) => forward_row::<6, 4>(args, out_row),
+                (4, 5) => forward_row::<4, 5>(args, out_row),
+                (3, 4) => forward_row::<3, 4>(args, out_row),
+                (2, 6) => forward_row::<2, 6>(args, out_row),
+                (2, 5) => forward_row::<2, 5>(args, out_row),
+                tile => unreachable!("no forward kernel for the tile {tile:?}"),
+            }
+        });
+    let out = profile::time("conv2d.lanes.deinterleave", || deinterleave_output(&out, &ld, rows));
+    (out, x)
+}
+
+/// Gradients of `lanes_forward`, into fresh tensors: dW and db summed over the lane groups in
+/// a fixed order, d_input (when asked for) scattered plane by plane. `interleaved_input` is
+/// what `lanes_forward` returned beside its output; without it the input is interleaved
+/// again.
+pub(super) fn lanes_backward(
+    input: &Tensor,
+    interleaved_input: Option<&Pooled>,
+    weight: &Tensor,
+    d_out: &Tensor,
+    d: &ConvDims,
+    want_input: bool,
+) -> ConvGrads {
+    let ld = LaneDims::new(*d);
+    let group_input_len = ld.group_input_len() * LANES;
+    let col_rows = d.col_rows();
+    // One layout of the output gradient serves both kernels.
+    let rows = RowLayout::by_position(ld.k_dw, ld.ow_dx, ld.tiles.weight_grad.0);
+    let (fresh_input, g) = profile::time("conv2d.lanes.interleave", || {
+        let fresh_input = interleaved_input
+            .is_none()
+            .then(|| interleave_input(input.data(), &ld));
+        (fresh_input, interleave_output(d_out.data(), &ld, rows))
+    });
+    let Some(x) = interleaved_input.or(fresh_input.as_ref()) else {
+        unreachable!("the input is interleaved above when not given")
+    };
+    let group_grad_len = d.oh * rows.row_len * LANES;
+
+    // dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw] and
+    // db[k] = Σ_{oh,ow} d_out[k, oh, ow], one lane group per partial sum.
+    let grads = profile::time("conv2d.lanes.weight_grad", || {
+        sum_over_groups(ld.groups, 1, d.k * col_rows + d.k, |group, _, acc| {
+            let (x_group, _) = x[group * group_input_len..][..group_input_len].as_chunks::<LANES>();
+            let (g_group, _) = g[group * group_grad_len..][..group_grad_len].as_chunks::<LANES>();
+            let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
+            let args = (x_group, g_group, &ld, rows);
+            match ld.tiles.weight_grad {
+                (2, 5) => weight_grad_group::<2, 5>(args, acc_w),
+                (3, 4) => weight_grad_group::<3, 4>(args, acc_w),
+                (4, 3) => weight_grad_group::<4, 3>(args, acc_w),
+                (2, 3) => weight_grad_group::<2, 3>(args, acc_w),
+                tile => unreachable!("no weight-gradient kernel for the tile {tile:?}"),
+            }
+            bias_grad_group(g_group, &ld, rows, acc_b);
+        })
+    });
+    let (d_weight, d_bias) = grads.split_at(d.k * col_rows);
+    let d_weight = Tensor::from_vec(weight.shape(), d_weight.to_vec());
+    let d_bias = Tensor::from_vec(&[d.k], d_bias.to_vec());
+
+    // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow], one task per
+    // (lane group, input channel) plane.
+    let d_input = want_input.then(|| {
+        profile::time("conv2d.lanes.input_grad", || {
+            let (rb, pb) = ld.tiles.input_grad;
+            let w = weight_by_column_blocks(weight.data(), d, rb);
+            let plane_len = ld.hp * ld.wp;
+            let mut d_x = Pooled::take(Role::InputGrad, ld, ld.groups * group_input_len);
+            d_x.fill(0.0);
+            d_x.par_chunks_mut(plane_len * LANES)
+                .enumerate()
+                .for_each(|(task, d_plane)| {
+                    let (group, c) = (task / d.c, task % d.c);
+                    let (g_group, _) =
+                        g[group * group_grad_len..][..group_grad_len].as_chunks::<LANES>();
+                    let (d_plane, _) = d_plane.as_chunks_mut::<LANES>();
+                    let args = (g_group, w.as_slice(), &ld, rows, c);
+                    match (rb, pb) {
+                        (5, 5) => input_grad_plane::<5, 5>(args, d_plane),
+                        (5, 4) => input_grad_plane::<5, 4>(args, d_plane),
+                        (4, 3) => input_grad_plane::<4, 3>(args, d_plane),
+                        (3, 3) => input_grad_plane::<3, 3>(args, d_plane),
+                        tile => unreachable!("no input-gradient kernel for the tile {tile:?}"),
+                    }
+                });
+            profile::time("conv2d.lanes.deinterleave", || deinterleave_input(&d_x, &ld))
+        })
+    });
+
+    ConvGrads {
+        d_input,
+        d_weight,
+        d_bias,
+    }
+}
+
