@@ -54,8 +54,10 @@ print(f"eval 10,000 images: torch {t_eval:.0f} ms, scratchnet {s_eval:.0f} ms, r
 for layer in ("conv0", "conv4", "conv8"):
     t_ms = med(next(r["ms"] for r in t["conv"] if r["layer"] == layer) for t in torch)
     t_gf = med(next(r["gflops"] for r in t["conv"] if r["layer"] == layer) for t in torch)
-    s_rows = [next(r for r in c["conv"] if r["layer"] == layer and r["pass"] == "forward+backward") for c in conv]
+    s_rows = [next(r for r in c["conv"] if r["layer"] == layer and r["pass"] == "forward+backward"
+                   and r["default"]) for c in conv]
     s_ms, s_gf = med(r["ms"] for r in s_rows), med(r["gflops"] for r in s_rows)
     print(f"{layer} forward+backward: torch {t_ms:.3f} ms ({t_gf:.1f} GFLOP/s), "
-          f"scratchnet {s_ms:.3f} ms ({s_gf:.1f} GFLOP/s), time ratio {s_ms / t_ms:.2f}")
+          f"scratchnet {s_ms:.3f} ms ({s_gf:.1f} GFLOP/s, {s_rows[0]['algorithm']}), "
+          f"time ratio {s_ms / t_ms:.2f}")
 PY

@@ -207,7 +207,11 @@ fn bench_conv(args: &BenchArgs, peak: f64) -> Result<()> {
                 r["layer"].as_str().unwrap_or(""),
                 r["pass"].as_str().unwrap_or(""),
                 r["algorithm"].as_str().unwrap_or(""),
-                if r["default"].as_bool() == Some(true) { "(default)" } else { "" },
+                if r["default"].as_bool() == Some(true) {
+                    "(default)"
+                } else {
+                    ""
+                },
                 r["ms"].as_f64().unwrap_or(0.0),
                 r["gflops"].as_f64().unwrap_or(0.0),
                 100.0 * r["share_of_sgemm"].as_f64().unwrap_or(0.0)

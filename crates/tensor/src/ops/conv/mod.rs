@@ -29,8 +29,8 @@ mod lanes;
 use full_window::{full_window_backward, full_window_forward};
 pub use im2col::{col2im, im2col};
 use im2col::{gather_group, im2col_group, with_scratch};
-pub use lanes::{LaneDims, LaneTiles, Pooled, LANES};
 use lanes::{lanes_backward, lanes_forward};
+pub use lanes::{LaneDims, LaneTiles, Pooled, LANES};
 
 /// Stride and zero padding, the same along height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,7 +235,10 @@ pub fn conv2d_forward_with(
         }
         ConvAlgorithm::Im2col => (im2col_forward(input, weight, bias, &d), None),
         ConvAlgorithm::FullWindow => {
-            assert!(d.is_full_window(), "conv2d: {d:?} is not a full-window convolution");
+            assert!(
+                d.is_full_window(),
+                "conv2d: {d:?} is not a full-window convolution"
+            );
             (full_window_forward(input, weight, bias, &d), None)
         }
     };

@@ -49,7 +49,9 @@ impl RowLayout {
 
     /// The index of (k, ow) in a row.
     pub fn at(&self, k: usize, ow: usize) -> usize {
-        (k / self.k_block) * self.block_len + (k % self.k_block) * self.k_stride + ow * self.ow_stride
+        (k / self.k_block) * self.block_len
+            + (k % self.k_block) * self.k_stride
+            + ow * self.ow_stride
     }
 }
 
@@ -171,7 +173,10 @@ pub(super) fn deinterleave_output(src: &[f32], ld: &LaneDims, rows: RowLayout) -
     let d = &ld.d;
     let image_len = d.k * d.oh * d.ow;
     let group_len = d.oh * rows.row_len;
-    assert_eq!(rows.ow_stride, 1, "deinterleave_output reads rows by channel");
+    assert_eq!(
+        rows.ow_stride, 1,
+        "deinterleave_output reads rows by channel"
+    );
     let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
     out.data_mut()
         .par_chunks_mut(LANES * image_len)
@@ -247,4 +252,3 @@ pub(super) fn weight_by_column_blocks(weight: &[f32], d: &ConvDims, cols: usize)
     }
     out
 }
-

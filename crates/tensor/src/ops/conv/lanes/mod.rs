@@ -174,7 +174,9 @@ pub(super) fn lanes_forward(
 ) -> (Tensor, Pooled) {
     let ld = LaneDims::new(*d);
     let (kb, pb) = ld.tiles.forward;
-    let x = profile::time("conv2d.lanes.interleave", || interleave_input(input.data(), &ld));
+    let x = profile::time("conv2d.lanes.interleave", || {
+        interleave_input(input.data(), &ld)
+    });
     let w = weight_by_channel_blocks(weight.data(), d, kb);
     let mut b = bias.data().to_vec();
     b.resize(ld.k_fwd, 0.0);
@@ -198,7 +200,9 @@ pub(super) fn lanes_forward(
                 tile => unreachable!("no forward kernel for the tile {tile:?}"),
             }
         });
-    let out = profile::time("conv2d.lanes.deinterleave", || deinterleave_output(&out, &ld, rows));
+    let out = profile::time("conv2d.lanes.deinterleave", || {
+        deinterleave_output(&out, &ld, rows)
+    });
     (out, x)
 }
 
@@ -277,7 +281,9 @@ pub(super) fn lanes_backward(
                         tile => unreachable!("no input-gradient kernel for the tile {tile:?}"),
                     }
                 });
-            profile::time("conv2d.lanes.deinterleave", || deinterleave_input(&d_x, &ld))
+            profile::time("conv2d.lanes.deinterleave", || {
+                deinterleave_input(&d_x, &ld)
+            })
         })
     });
 
@@ -287,4 +293,3 @@ pub(super) fn lanes_backward(
         d_bias,
     }
 }
-

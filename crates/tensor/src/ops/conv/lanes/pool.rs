@@ -89,7 +89,11 @@ mod tests {
     use crate::ops::conv::{Conv2dConfig, ConvDims};
 
     fn dims(n: usize) -> LaneDims {
-        LaneDims::new(ConvDims::new(&[n, 1, 6, 6], &[2, 1, 3, 3], Conv2dConfig::default()))
+        LaneDims::new(ConvDims::new(
+            &[n, 1, 6, 6],
+            &[2, 1, 3, 3],
+            Conv2dConfig::default(),
+        ))
     }
 
     #[test]
