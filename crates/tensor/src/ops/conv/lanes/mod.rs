@@ -26,7 +26,9 @@
 //!
 //! Each lane does the same sequence of fused multiply-adds (`f32::mul_add`) whatever the
 //! lane, the group or the CPU: the vector code (compiled for AVX-512 or AVX2 and picked at
-//! run time) and the portable fallback give the same bits, only at different speeds.
+//! run time) and the portable fallback give the same bits, only at different speeds
+//! (`tests/lanes_bits.rs` holds the result to scalar loops in that order). The tiles, which
+//! fix the order in which the input gradient's pieces are added, come from the shapes.
 
 use rayon::prelude::*;
 
@@ -42,8 +44,11 @@ pub(super) fn fma_lanes(a: Lanes, x: Lanes, acc: Lanes) -> Lanes {
     std::array::from_fn(|l| a[l].mul_add(x[l], acc[l]))
 }
 
-/// The vector code paths: AVX-512 (with its 32 vector registers) and AVX2, each with FMA.
-/// The function the attribute marks is also compiled for the baseline CPU, the fallback.
+/// The vector code paths, each with FMA; the function the attribute marks is also compiled
+/// for the baseline CPU, the fallback. `wide` kernels are compiled for AVX-512 too, whose 32
+/// registers hold their tiles of 20-25 accumulators; the `narrow` weight-gradient kernel
+/// only for AVX2: compiled for AVX-512, the compiler paired its 8-lane vectors into 16-lane
+/// registers and spilled its accumulators to the stack on every step, at twice the time.
 macro_rules! simd_targets {
     (wide: $item:item) => {
         #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
@@ -88,8 +93,10 @@ pub struct LaneTiles {
     pub input_grad: (usize, usize),
 }
 
-/// The (rows, cols) tiles each kernel is compiled for: at most 25 accumulator vectors, so
-/// that they stay in the 32 registers of AVX-512 beside the operands.
+/// The (rows, cols) tiles each kernel is compiled for: at most 25 accumulator vectors for the
+/// `wide` kernels (32 registers with AVX-512) and 12 for the `narrow` one (16 with AVX2),
+/// leaving room for the operands. lenet5-bn uses (6, 4) and (4, 5) forward, (2, 5) for dW
+/// and (5, 5) for d_input.
 const FORWARD_TILES: [(usize, usize); 5] = [(6, 4), (4, 5), (3, 4), (2, 6), (2, 5)];
 const WEIGHT_GRAD_TILES: [(usize, usize); 4] = [(2, 5), (3, 4), (4, 3), (2, 3)];
 const INPUT_GRAD_TILES: [(usize, usize); 4] = [(5, 5), (5, 4), (4, 3), (3, 3)];
