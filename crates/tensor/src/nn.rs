@@ -8,8 +8,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Var};
-use crate::ops::activation::{relu_forward, tanh_forward};
-use crate::ops::batchnorm::{batch_norm2d_forward, BatchNormConfig, RunningStats};
+use crate::ops::activation::{relu_forward, tanh_in_place};
+use crate::ops::batchnorm::{batch_norm2d_eval_in_place, BatchNormConfig, RunningStats, ThenApply};
 use crate::ops::conv::{conv2d_forward, Conv2dConfig};
 use crate::ops::linear::linear_forward;
 use crate::ops::pool::{avg_pool2d_forward, max_pool2d_forward, PoolConfig};
@@ -301,34 +301,58 @@ impl Network {
 
 impl Network {
     /// The logits of `input` `[N, C, H, W]` in evaluation mode (running batch-norm
-    /// statistics), without a tape: each op's forward runs directly and every
-    /// intermediate value is dropped as soon as the next layer has read it.
+    /// statistics), without a tape: each op's forward runs directly, in place where it can,
+    /// and every intermediate value is dropped as soon as the next layer has read it. A batch
+    /// norm followed by tanh or ReLU runs as one pass (`batch_norm2d_eval_in_place`); every
+    /// value still goes through the same operations as on the tape, so the logits are the
+    /// same bits as `forward`'s in evaluation mode.
     pub fn infer(&mut self, input: Tensor) -> Tensor {
         let mut params = self.params.iter().map(|p| &p.value);
         let mut running = self.running.iter_mut();
+        let mut layers = self.layers.iter().peekable();
         let mut x = input;
-        for layer in &self.layers {
+        while let Some(layer) = layers.next() {
             x = match *layer {
                 Layer::Conv2d {
                     stride, padding, ..
                 } => {
                     let (w, b) = (params.next().unwrap(), params.next().unwrap());
-                    conv2d_forward(&x, w, b, Conv2dConfig { stride, padding }).0
+                    crate::profile::time("infer.conv2d", || {
+                        conv2d_forward(&x, w, b, Conv2dConfig { stride, padding }).0
+                    })
                 }
                 Layer::BatchNorm2d { .. } => {
                     let (gamma, beta) = (params.next().unwrap(), params.next().unwrap());
                     let stats = running
                         .next()
                         .expect("one running-stats entry per batch norm");
-                    batch_norm2d_forward(&x, gamma, beta, stats, self.bn_config, false).0
+                    let then = match layers.peek() {
+                        Some(Layer::Tanh) => ThenApply::Tanh,
+                        Some(Layer::Relu) => ThenApply::Relu,
+                        _ => ThenApply::Nothing,
+                    };
+                    if then != ThenApply::Nothing {
+                        layers.next();
+                    }
+                    crate::profile::time("infer.batch_norm2d+activation", || {
+                        batch_norm2d_eval_in_place(&mut x, gamma, beta, stats, self.bn_config, then)
+                    });
+                    x
                 }
-                Layer::Tanh => tanh_forward(&x),
-                Layer::Relu => relu_forward(&x),
+                Layer::Tanh => {
+                    crate::profile::time("infer.tanh", || tanh_in_place(&mut x));
+                    x
+                }
+                Layer::Relu => crate::profile::time("infer.relu", || relu_forward(&x)),
                 Layer::AvgPool2d { kernel, stride } => {
-                    avg_pool2d_forward(&x, PoolConfig { kernel, stride })
+                    crate::profile::time("infer.avg_pool2d", || {
+                        avg_pool2d_forward(&x, PoolConfig { kernel, stride })
+                    })
                 }
                 Layer::MaxPool2d { kernel, stride } => {
-                    max_pool2d_forward(&x, PoolConfig { kernel, stride }).0
+                    crate::profile::time("infer.max_pool2d", || {
+                        max_pool2d_forward(&x, PoolConfig { kernel, stride }).0
+                    })
                 }
                 Layer::Flatten => {
                     let n = x.shape()[0];
@@ -337,7 +361,7 @@ impl Network {
                 }
                 Layer::Linear { .. } => {
                     let (w, b) = (params.next().unwrap(), params.next().unwrap());
-                    linear_forward(&x, w, b)
+                    crate::profile::time("infer.linear", || linear_forward(&x, w, b))
                 }
             };
         }
@@ -374,6 +398,42 @@ mod tests {
         let input = graph.leaf(x.clone(), false);
         let forward = net.clone().forward(&mut graph, input, false);
         assert_eq!(net.infer(x).data(), graph.value(forward.logits).data());
+    }
+
+    #[test]
+    fn infer_fuses_batch_norm_and_relu_without_changing_the_logits() {
+        // Batch norm then ReLU, batch norm alone, and a lone tanh: each of the paths of
+        // `infer` besides lenet5-bn's batch norm then tanh.
+        let layers = vec![
+            Layer::Conv2d {
+                in_channels: 3,
+                out_channels: 4,
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+            Layer::BatchNorm2d { channels: 4 },
+            Layer::Relu,
+            Layer::BatchNorm2d { channels: 4 },
+            Layer::Tanh,
+            Layer::Flatten,
+            Layer::Linear {
+                in_features: 4 * 4 * 4,
+                out_features: 3,
+            },
+        ];
+        let mut net = Network::new(layers, 4);
+        net.running[0].var = vec![0.5, 2.0, 1.0, 0.25];
+        net.running[1].mean = vec![0.2, -0.1, 0.0, 0.4];
+        let x = Tensor::from_vec(
+            &[2, 3, 8, 8],
+            (0..2 * 192).map(|i| (i % 13) as f32 * 0.15 - 0.9).collect(),
+        );
+        let mut graph = Graph::new();
+        let input = graph.leaf(x.clone(), false);
+        let forward = net.clone().forward(&mut graph, input, false);
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&net.infer(x)), bits(graph.value(forward.logits)));
     }
 
     #[test]

@@ -22,7 +22,10 @@ fn ramp(shape: &[usize], scale: f32, offset: usize) -> Tensor {
 
 /// x[n, c, y, x] for a position of the padded input, zero in the padding.
 fn padded(x: &Tensor, d: &ConvDims, n: usize, c: usize, y: usize, xx: usize) -> f32 {
-    let (y, xx) = (y as isize - d.padding as isize, xx as isize - d.padding as isize);
+    let (y, xx) = (
+        y as isize - d.padding as isize,
+        xx as isize - d.padding as isize,
+    );
     if y < 0 || xx < 0 || y >= d.h as isize || xx >= d.w as isize {
         return 0.0;
     }
@@ -41,7 +44,8 @@ fn forward_spec(x: &Tensor, w: &Tensor, b: &Tensor, d: &ConvDims) -> Vec<f32> {
                     for c in 0..d.c {
                         for kh in 0..d.kh {
                             for kw in 0..d.kw {
-                                let x_v = padded(x, d, n, c, oh * d.stride + kh, ow * d.stride + kw);
+                                let x_v =
+                                    padded(x, d, n, c, oh * d.stride + kh, ow * d.stride + kw);
                                 let w_v = w.data()[((k * d.c + c) * d.kh + kh) * d.kw + kw];
                                 acc = w_v.mul_add(x_v, acc);
                             }

@@ -311,14 +311,24 @@ fn bench_eval(args: &BenchArgs, peak: f64) -> Result<()> {
     let data = synthetic(10_000);
     let mut net = Network::new(recipe.network.layers()?, 0);
     let iters = (args.iters / 4).max(3);
-    let t = median_time(iters, || {
+    let mut run = || {
         let _ = evaluate(&mut net, &data, &recipe.augment, recipe.label_smoothing);
-    });
+    };
+    let t = median_time(iters, &mut run);
+    // One more pass with the profiler on, for the breakdown.
+    profile::reset();
+    profile::set_enabled(true);
+    run();
+    profile::set_enabled(false);
+    let breakdown: Vec<_> = profile::snapshot()
+        .into_iter()
+        .map(|(name, total, calls)| json!({ "op": name, "ms": total.as_secs_f64() * 1e3, "calls": calls }))
+        .collect();
     let flops = 2.0 * forward_macs_per_image(&recipe.network.layers()?) * data.len() as f64;
     if args.json {
         println!(
             "{}",
-            json!({ "eval_ms": t.as_secs_f64() * 1e3, "images": data.len(), "gflops": gflops(flops, t), "share_of_sgemm": gflops(flops, t) / peak, "sgemm_gflops": peak })
+            json!({ "eval_ms": t.as_secs_f64() * 1e3, "images": data.len(), "gflops": gflops(flops, t), "share_of_sgemm": gflops(flops, t) / peak, "sgemm_gflops": peak, "breakdown": breakdown })
         );
     } else {
         println!(
@@ -328,6 +338,14 @@ fn bench_eval(args: &BenchArgs, peak: f64) -> Result<()> {
             gflops(flops, t),
             100.0 * gflops(flops, t) / peak
         );
+        for b in &breakdown {
+            println!(
+                "op={} ms={:.1} calls={}",
+                b["op"].as_str().unwrap_or(""),
+                b["ms"].as_f64().unwrap_or(0.0),
+                b["calls"]
+            );
+        }
     }
     Ok(())
 }

@@ -5,9 +5,11 @@
 //! M = N·H·W values, and the running estimates move towards the batch's mean and
 //! unbiased variance by `momentum`. In evaluation the running estimates are used.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::graph::{Backward, Grads, Graph, Var};
+use crate::ops::activation::tanh_scalar;
 use crate::tensor::Tensor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -188,6 +190,68 @@ pub fn batch_norm2d_forward(
         training,
     };
     (out, saved)
+}
+
+/// What `batch_norm2d_eval_in_place` applies after the normalisation, in the same pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThenApply {
+    Nothing,
+    Tanh,
+    Relu,
+}
+
+/// `batch_norm2d_forward` in evaluation mode (running statistics), overwriting its input,
+/// and then `then` on each value in the same pass: evaluation without a tape, where the
+/// input is dropped anyway, reads and writes the batch once instead of three times. Each
+/// value goes through the same operations as in `batch_norm2d_forward` and `tanh_forward`
+/// (or `relu_forward`), so the bits are the same.
+pub fn batch_norm2d_eval_in_place(
+    x: &mut Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    running: &RunningStats,
+    cfg: BatchNormConfig,
+    then: ThenApply,
+) {
+    let [_, c, h, w] = x.dims4();
+    assert!(
+        gamma.shape() == [c] && beta.shape() == [c] && running.mean.len() == c,
+        "batch_norm2d: input {:?} has {c} channels, gamma {:?}, beta {:?}, running {}",
+        x.shape(),
+        gamma.shape(),
+        beta.shape(),
+        running.mean.len()
+    );
+    let plane = h * w;
+    let inv_std: Vec<f32> = running
+        .var
+        .iter()
+        .map(|&v| 1.0 / (v + cfg.eps).sqrt())
+        .collect();
+    x.data_mut().par_chunks_mut(c * plane).for_each(|image| {
+        for (c_idx, channel) in image.chunks_mut(plane).enumerate() {
+            let (g, b) = (gamma.data()[c_idx], beta.data()[c_idx]);
+            let (mu, s) = (running.mean[c_idx], inv_std[c_idx]);
+            normalise_in_place(channel, [g, mu, s, b], then);
+        }
+    });
+}
+
+/// `v = then(g · ((v - mu) · s) + b)` over a channel, also compiled for AVX2 (without FMA:
+/// the multiplies and adds stay separate, so the bits are the baseline build's).
+#[multiversion(targets("x86_64+avx2"))]
+fn normalise_in_place(channel: &mut [f32], [g, mu, s, b]: [f32; 4], then: ThenApply) {
+    match then {
+        ThenApply::Nothing => channel
+            .iter_mut()
+            .for_each(|v| *v = g * ((*v - mu) * s) + b),
+        ThenApply::Tanh => channel
+            .iter_mut()
+            .for_each(|v| *v = tanh_scalar(g * ((*v - mu) * s) + b)),
+        ThenApply::Relu => channel
+            .iter_mut()
+            .for_each(|v| *v = (g * ((*v - mu) * s) + b).max(0.0)),
+    }
 }
 
 /// Gradients of `batch_norm2d_forward`, into fresh tensors.
