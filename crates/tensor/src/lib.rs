@@ -10,6 +10,7 @@ pub mod ops;
 pub mod parallel;
 pub mod profile;
 pub mod rng;
+pub mod simd;
 pub mod tensor;
 
 pub use graph::{Graph, Var};

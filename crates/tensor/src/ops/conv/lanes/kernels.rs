@@ -1,18 +1,27 @@
 //! The three kernels of the lanes convolution, each on a tile of accumulator vectors that
-//! stays in registers. Shapes as in the parent module.
-
-use multiversion::multiversion;
+//! stays in registers. Shapes as in the parent module. Each is written once, generic over
+//! the vector operations (`Simd`), and `simd_kernel!` picks the code path at run time.
 
 use super::layout::RowLayout;
-use super::{fma_lanes, LaneDims, Lanes, LANES};
+use super::{LaneDims, Lanes};
+use crate::simd::{simd_kernel, Simd};
 
 /// What the forward row kernel reads: a group's input `[C, HP, WP]`, the weight blocks,
 /// the bias (padded to `k_fwd`), the dims and the output row `oh`.
 pub(super) type ForwardArgs<'a> = (&'a [Lanes], &'a [f32], &'a [f32], &'a LaneDims, usize);
 
-simd_targets! { wide:
+simd_kernel!(wide, pub(super) fn forward_row<const KB: usize, const PB: usize>(
+    args: ForwardArgs<'_>,
+    out_row: &mut [Lanes],
+) => forward_row_with);
+
 /// One output row `oh` of one lane group, `[k_fwd, ow_fwd]` vectors (overwritten).
-pub(super) fn forward_row<const KB: usize, const PB: usize>(args: ForwardArgs<'_>, out_row: &mut [Lanes]) {
+#[inline(always)]
+fn forward_row_with<S: Simd, const KB: usize, const PB: usize>(
+    s: S,
+    args: ForwardArgs<'_>,
+    out_row: &mut [Lanes],
+) {
     let (x, w, bias, ld, oh) = args;
     let d = &ld.d;
     let col_rows = d.col_rows();
@@ -21,9 +30,9 @@ pub(super) fn forward_row<const KB: usize, const PB: usize>(args: ForwardArgs<'_
         let w_block = &w_blocks[k0 / KB * col_rows..][..col_rows];
         for ow0 in (0..ld.ow_fwd).step_by(PB) {
             // 1. the accumulators start at the bias
-            let mut acc = [[[0.0f32; LANES]; PB]; KB];
+            let mut acc = [[s.splat(0.0); PB]; KB];
             for (acc_k, &b) in acc.iter_mut().zip(&bias[k0..k0 + KB]) {
-                *acc_k = [[b; LANES]; PB];
+                *acc_k = [s.splat(b); PB];
             }
 
             // 2. acc[kk][pb] += W[k0 + kk, c, kh, kw] · x[c, oh·s + kh, (ow0 + pb)·s + kw]
@@ -33,11 +42,12 @@ pub(super) fn forward_row<const KB: usize, const PB: usize>(args: ForwardArgs<'_
                     let x_row = &x[(c * ld.hp + y) * ld.wp..][..ld.wp];
                     for kw in 0..d.kw {
                         let w_k = w_block[(c * d.kh + kh) * d.kw + kw];
-                        let x_v: [Lanes; PB] =
-                            std::array::from_fn(|pb| x_row[(ow0 + pb) * d.stride + kw]);
+                        let x_v: [S::V; PB] =
+                            std::array::from_fn(|pb| s.load(&x_row[(ow0 + pb) * d.stride + kw]));
                         for (acc_k, &w) in acc.iter_mut().zip(&w_k) {
+                            let w_v = s.splat(w);
                             for (a, &x_p) in acc_k.iter_mut().zip(&x_v) {
-                                *a = fma_lanes([w; LANES], x_p, *a);
+                                *a = s.mul_add(w_v, x_p, *a);
                             }
                         }
                     }
@@ -47,21 +57,31 @@ pub(super) fn forward_row<const KB: usize, const PB: usize>(args: ForwardArgs<'_
             // 3. store the tile
             for (kk, acc_k) in acc.iter().enumerate() {
                 let at = (k0 + kk) * ld.ow_fwd + ow0;
-                out_row[at..at + PB].copy_from_slice(acc_k);
+                for (out, &a) in out_row[at..at + PB].iter_mut().zip(acc_k) {
+                    *out = s.store(a);
+                }
             }
         }
     }
-}
 }
 
 /// What the weight-gradient kernel reads: a group's input `[C, HP, WP]`, its output gradient
 /// in rows by position `[OH, k_dw / KB, ow_dx, KB]`, the dims and that layout.
 pub(super) type WeightGradArgs<'a> = (&'a [Lanes], &'a [Lanes], &'a LaneDims, RowLayout);
 
-simd_targets! { narrow:
+simd_kernel!(narrow, pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(
+    args: WeightGradArgs<'_>,
+    acc_w: &mut [f32],
+) => weight_grad_group_with);
+
 /// Adds one lane group's dW `[K, C·KH·KW]` into `acc_w`: KB × RB accumulators at a time, each
 /// summed over the output positions lane by lane and then across its lanes.
-pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(args: WeightGradArgs<'_>, acc_w: &mut [f32]) {
+#[inline(always)]
+fn weight_grad_group_with<S: Simd, const KB: usize, const RB: usize>(
+    s: S,
+    args: WeightGradArgs<'_>,
+    acc_w: &mut [f32],
+) {
     let (x, g, ld, rows) = args;
     let d = &ld.d;
     let col_rows = d.col_rows();
@@ -70,7 +90,7 @@ pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(args: WeightGr
             for kh in 0..d.kh {
                 for kw0 in (0..d.kw).step_by(RB) {
                     // acc[kk][rr] = Σ_{oh,ow} d_out[k0 + kk, oh, ow] · x[c, oh·s + kh, ow·s + kw0 + rr]
-                    let mut acc = [[[0.0f32; LANES]; RB]; KB];
+                    let mut acc = [[s.splat(0.0); RB]; KB];
                     for oh in 0..d.oh {
                         let x_row = &x[(c * ld.hp + oh * d.stride + kh) * ld.wp..][..ld.wp];
                         let g_block = &g[oh * rows.row_len + rows.at(k0, 0)..][..KB * d.ow];
@@ -78,16 +98,13 @@ pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(args: WeightGr
                         // input columns from ow·s + kw0 on.
                         let (g_by_position, _) = g_block.as_chunks::<KB>();
                         let x_seg = &x_row[kw0..];
-                        // Every read below is in bounds; checked here once, so that the loop
-                        // has no exit but its end and the accumulators stay in registers.
-                        assert!(g_by_position.len() >= d.ow);
-                        assert!(x_seg.len() >= (d.ow - 1) * d.stride + RB);
                         for ow in 0..d.ow {
-                            let g_v = g_by_position[ow];
+                            let g_v: [S::V; KB] =
+                                std::array::from_fn(|kk| s.load(&g_by_position[ow][kk]));
                             for rr in 0..RB {
-                                let x_v = x_seg[ow * d.stride + rr];
-                                for (acc_k, g_k) in acc.iter_mut().zip(&g_v) {
-                                    acc_k[rr] = fma_lanes(*g_k, x_v, acc_k[rr]);
+                                let x_v = s.load(&x_seg[ow * d.stride + rr]);
+                                for (acc_k, &g_k) in acc.iter_mut().zip(&g_v) {
+                                    acc_k[rr] = s.mul_add(g_k, x_v, acc_k[rr]);
                                 }
                             }
                         }
@@ -97,7 +114,8 @@ pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(args: WeightGr
                         for (rr, acc_kr) in acc_k.iter().enumerate() {
                             let kw = kw0 + rr;
                             if k < d.k && kw < d.kw {
-                                acc_w[k * col_rows + (c * d.kh + kh) * d.kw + kw] += lane_sum(acc_kr);
+                                let sum = lane_sum(&s.store(*acc_kr));
+                                acc_w[k * col_rows + (c * d.kh + kh) * d.kw + kw] += sum;
                             }
                         }
                     }
@@ -106,14 +124,13 @@ pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(args: WeightGr
         }
     }
 }
-}
 
 /// Adds one lane group's db `[K]` into `acc_b`: each channel summed over its positions lane
 /// by lane, then across the lanes. `g` is in rows by position (`RowLayout::by_position`).
 pub(super) fn bias_grad_group(g: &[Lanes], ld: &LaneDims, rows: RowLayout, acc_b: &mut [f32]) {
     let d = &ld.d;
     for (k, b) in acc_b.iter_mut().enumerate() {
-        let mut acc = [0.0f32; LANES];
+        let mut acc = [0.0f32; super::LANES];
         for oh in 0..d.oh {
             for ow in 0..d.ow {
                 let v = &g[oh * rows.row_len + rows.at(k, ow)];
@@ -131,10 +148,19 @@ pub(super) fn bias_grad_group(g: &[Lanes], ld: &LaneDims, rows: RowLayout, acc_b
 /// the input channel.
 pub(super) type InputGradArgs<'a> = (&'a [Lanes], &'a [f32], &'a LaneDims, RowLayout, usize);
 
-simd_targets! { wide:
+simd_kernel!(wide, pub(super) fn input_grad_plane<const RB: usize, const PB: usize>(
+    args: InputGradArgs<'_>,
+    d_plane: &mut [Lanes],
+) => input_grad_plane_with);
+
 /// One lane group's input-gradient plane of channel `c`, `[HP, WP]` vectors (zero on entry;
 /// added into): RB × PB accumulators at a time, each summed over k, then scattered.
-pub(super) fn input_grad_plane<const RB: usize, const PB: usize>(args: InputGradArgs<'_>, d_plane: &mut [Lanes]) {
+#[inline(always)]
+fn input_grad_plane_with<S: Simd, const RB: usize, const PB: usize>(
+    s: S,
+    args: InputGradArgs<'_>,
+    d_plane: &mut [Lanes],
+) {
     let (g, w, ld, rows, c) = args;
     let d = &ld.d;
     let n_blocks = d.kw.div_ceil(RB);
@@ -148,14 +174,15 @@ pub(super) fn input_grad_plane<const RB: usize, const PB: usize>(args: InputGrad
                 let w_block = &w_blocks[((c * d.kh + kh) * n_blocks + block) * d.k..][..d.k];
                 for ow0 in (0..ld.ow_dx).step_by(PB) {
                     // 1. acc[rr][pb] = Σ_k W[k, c, kh, kw0 + rr] · d_out[k, oh, ow0 + pb]
-                    let mut acc = [[[0.0f32; LANES]; PB]; RB];
+                    let mut acc = [[s.splat(0.0); PB]; RB];
                     for (k, &w_k) in w_block.iter().enumerate() {
                         let at = rows.at(k, ow0);
-                        let g_v: [Lanes; PB] =
-                            std::array::from_fn(|pb| g_row[at + pb * rows.ow_stride]);
+                        let g_v: [S::V; PB] =
+                            std::array::from_fn(|pb| s.load(&g_row[at + pb * rows.ow_stride]));
                         for (acc_r, &w) in acc.iter_mut().zip(&w_k) {
-                            for (a, g_p) in acc_r.iter_mut().zip(&g_v) {
-                                *a = fma_lanes([w; LANES], *g_p, *a);
+                            let w_v = s.splat(w);
+                            for (a, &g_p) in acc_r.iter_mut().zip(&g_v) {
+                                *a = s.mul_add(w_v, g_p, *a);
                             }
                         }
                     }
@@ -163,9 +190,9 @@ pub(super) fn input_grad_plane<const RB: usize, const PB: usize>(args: InputGrad
                     // 2. d_input[c, y, (ow0 + pb)·s + kw0 + rr] += acc[rr][pb]
                     let d_row = &mut d_plane[y * ld.wp..][..ld.wp];
                     for (rr, acc_r) in acc.iter().enumerate() {
-                        for (pb, acc_rp) in acc_r.iter().enumerate() {
+                        for (pb, &acc_rp) in acc_r.iter().enumerate() {
                             let v = &mut d_row[(ow0 + pb) * d.stride + kw0 + rr];
-                            for (v_l, a_l) in v.iter_mut().zip(acc_rp) {
+                            for (v_l, a_l) in v.iter_mut().zip(s.store(acc_rp)) {
                                 *v_l += a_l;
                             }
                         }
@@ -174,7 +201,6 @@ pub(super) fn input_grad_plane<const RB: usize, const PB: usize>(args: InputGrad
             }
         }
     }
-}
 }
 
 /// The sum of one vector's lanes, always in lane order.

@@ -37,13 +37,6 @@ use crate::parallel::sum_over_groups;
 use crate::profile;
 use crate::tensor::Tensor;
 
-/// `acc + a · x`, lane by lane, each lane one fused multiply-add. Values in, value out: the
-/// form the compiler turns into one vector instruction.
-#[inline(always)]
-pub(super) fn fma_lanes(a: Lanes, x: Lanes, acc: Lanes) -> Lanes {
-    std::array::from_fn(|l| a[l].mul_add(x[l], acc[l]))
-}
-
 /// The vector code paths, each with FMA; the function the attribute marks is also compiled
 /// for the baseline CPU, the fallback. `wide` kernels are compiled for AVX-512 too, whose 32
 /// registers hold their tiles of 20-25 accumulators; the `narrow` weight-gradient kernel
@@ -98,7 +91,7 @@ pub struct LaneTiles {
 /// leaving room for the operands. lenet5-bn uses (6, 4) and (4, 5) forward, (2, 5) for dW
 /// and (5, 5) for d_input.
 const FORWARD_TILES: [(usize, usize); 5] = [(6, 4), (4, 5), (3, 4), (2, 6), (2, 5)];
-const WEIGHT_GRAD_TILES: [(usize, usize); 4] = [(2, 5), (3, 4), (4, 3), (2, 3)];
+const WEIGHT_GRAD_TILES: [(usize, usize); 3] = [(2, 5), (4, 3), (2, 3)];
 const INPUT_GRAD_TILES: [(usize, usize); 4] = [(5, 5), (5, 4), (4, 3), (3, 3)];
 
 /// Of `tiles`, the one whose padded extent `round_up(rows) · round_up(cols)` is least, the
@@ -250,8 +243,9 @@ pub(super) fn lanes_backward(
             let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
             let args = (x_group, g_group, &ld, rows);
             match ld.tiles.weight_grad {
+                (4, 5) => weight_grad_group::<4, 5>(args, acc_w),
+                (3, 5) => weight_grad_group::<3, 5>(args, acc_w),
                 (2, 5) => weight_grad_group::<2, 5>(args, acc_w),
-                (3, 4) => weight_grad_group::<3, 4>(args, acc_w),
                 (4, 3) => weight_grad_group::<4, 3>(args, acc_w),
                 (2, 3) => weight_grad_group::<2, 3>(args, acc_w),
                 tile => unreachable!("no weight-gradient kernel for the tile {tile:?}"),
