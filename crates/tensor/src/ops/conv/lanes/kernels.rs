@@ -131,9 +131,10 @@ pub(super) fn bias_grad_group(g: &[Lanes], ld: &LaneDims, rows: RowLayout, acc_b
     let d = &ld.d;
     for (k, b) in acc_b.iter_mut().enumerate() {
         let mut acc = [0.0f32; super::LANES];
+        let k_start = rows.at(k, 0);
         for oh in 0..d.oh {
             for ow in 0..d.ow {
-                let v = &g[oh * rows.row_len + rows.at(k, ow)];
+                let v = &g[oh * rows.row_len + k_start + ow * rows.ow_stride];
                 for (a, v_l) in acc.iter_mut().zip(v) {
                     *a += v_l;
                 }
@@ -165,6 +166,8 @@ fn input_grad_plane_with<S: Simd, const RB: usize, const PB: usize>(
     let d = &ld.d;
     let n_blocks = d.kw.div_ceil(RB);
     let (w_blocks, _) = w.as_chunks::<RB>();
+    // Where channel k's row starts: `RowLayout::at` divides, too slow for the inner loop.
+    let k_starts: Vec<usize> = (0..d.k).map(|k| rows.at(k, 0)).collect();
     for oh in 0..d.oh {
         let g_row = &g[oh * rows.row_len..][..rows.row_len];
         for kh in 0..d.kh {
@@ -175,8 +178,8 @@ fn input_grad_plane_with<S: Simd, const RB: usize, const PB: usize>(
                 for ow0 in (0..ld.ow_dx).step_by(PB) {
                     // 1. acc[rr][pb] = Σ_k W[k, c, kh, kw0 + rr] · d_out[k, oh, ow0 + pb]
                     let mut acc = [[s.splat(0.0); PB]; RB];
-                    for (k, &w_k) in w_block.iter().enumerate() {
-                        let at = rows.at(k, ow0);
+                    for (&k_start, &w_k) in k_starts.iter().zip(w_block) {
+                        let at = k_start + ow0 * rows.ow_stride;
                         let g_v: [S::V; PB] =
                             std::array::from_fn(|pb| s.load(&g_row[at + pb * rows.ow_stride]));
                         for (acc_r, &w) in acc.iter_mut().zip(&w_k) {
