@@ -243,8 +243,6 @@ pub(super) fn lanes_backward(
             let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
             let args = (x_group, g_group, &ld, rows);
             match ld.tiles.weight_grad {
-                (4, 5) => weight_grad_group::<4, 5>(args, acc_w),
-                (3, 5) => weight_grad_group::<3, 5>(args, acc_w),
                 (2, 5) => weight_grad_group::<2, 5>(args, acc_w),
                 (4, 3) => weight_grad_group::<4, 3>(args, acc_w),
                 (2, 3) => weight_grad_group::<2, 3>(args, acc_w),
