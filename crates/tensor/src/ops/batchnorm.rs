@@ -122,6 +122,21 @@ fn channel_stats(input: &Tensor) -> Vec<(f64, f64)> {
 }
 
 /// Normalises `input`, updating `running` in training. Overwrites nothing of the caller's
+
+/// Panics unless gamma, beta and the running statistics have one entry per channel of
+/// `input` `[N, C, H, W]`.
+#[track_caller]
+fn check_channels(input: &Tensor, gamma: &Tensor, beta: &Tensor, running: &RunningStats) {
+    let c = input.dims4()[1];
+    assert!(
+        gamma.shape() == [c] && beta.shape() == [c] && running.mean.len() == c,
+        "batch_norm2d: input {:?} has {c} channels, gamma {:?}, beta {:?}, running {}",
+        input.shape(),
+        gamma.shape(),
+        beta.shape(),
+        running.mean.len()
+    );
+}
 /// but `running`.
 pub fn batch_norm2d_forward(
     input: &Tensor,
@@ -132,14 +147,7 @@ pub fn batch_norm2d_forward(
     training: bool,
 ) -> (Tensor, BatchNormSaved) {
     let [n, c, h, w] = input.dims4();
-    assert!(
-        gamma.shape() == [c] && beta.shape() == [c] && running.mean.len() == c,
-        "batch_norm2d: input {:?} has {c} channels, gamma {:?}, beta {:?}, running {}",
-        input.shape(),
-        gamma.shape(),
-        beta.shape(),
-        running.mean.len()
-    );
+    check_channels(input, gamma, beta, running);
     let plane = h * w;
     let (mean, inv_std): (Vec<f32>, Vec<f32>) = if training {
         let m = n * plane;
@@ -214,14 +222,7 @@ pub fn batch_norm2d_eval_in_place(
     then: ThenApply,
 ) {
     let [_, c, h, w] = x.dims4();
-    assert!(
-        gamma.shape() == [c] && beta.shape() == [c] && running.mean.len() == c,
-        "batch_norm2d: input {:?} has {c} channels, gamma {:?}, beta {:?}, running {}",
-        x.shape(),
-        gamma.shape(),
-        beta.shape(),
-        running.mean.len()
-    );
+    check_channels(x, gamma, beta, running);
     let plane = h * w;
     let inv_std: Vec<f32> = running
         .var
