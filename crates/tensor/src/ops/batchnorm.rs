@@ -121,8 +121,6 @@ fn channel_stats(input: &Tensor) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Normalises `input`, updating `running` in training. Overwrites nothing of the caller's
-
 /// Panics unless gamma, beta and the running statistics have one entry per channel of
 /// `input` `[N, C, H, W]`.
 #[track_caller]
@@ -137,6 +135,8 @@ fn check_channels(input: &Tensor, gamma: &Tensor, beta: &Tensor, running: &Runni
         running.mean.len()
     );
 }
+
+/// Normalises `input`, updating `running` in training. Overwrites nothing of the caller's
 /// but `running`.
 pub fn batch_norm2d_forward(
     input: &Tensor,
