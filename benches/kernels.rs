@@ -1,16 +1,17 @@
 //! Divan benchmarks of the hot kernels at the shapes of lenet5-bn, batch 50.
 //!
 //! Run with `cargo bench -p scratchnet-tensor`. Each conv layer is measured forward and
-//! backward, by im2col + GEMM and by the naive loops, with its FLOP count as the
-//! throughput counter (divan prints it as items/s: divide by 1e9 for GFLOP/s).
+//! backward by the algorithm training uses (`default`: the lanes for conv0 and conv4, the
+//! full-window GEMM for conv8), by im2col + GEMM and by the naive loops, with its FLOP count
+//! as the throughput counter (divan prints it as items/s: divide by 1e9 for GFLOP/s).
 
 use divan::counter::ItemsCount;
 use divan::Bencher;
 use scratchnet_tensor::ops::activation::tanh_forward;
 use scratchnet_tensor::ops::batchnorm::{batch_norm2d_forward, BatchNormConfig, RunningStats};
 use scratchnet_tensor::ops::conv::{
-    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive, Conv2dConfig,
-    ConvDims,
+    conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive,
+    conv2d_forward_with, Conv2dConfig, ConvAlgorithm, ConvDims,
 };
 use scratchnet_tensor::ops::pool::{avg_pool2d_forward, PoolConfig};
 use scratchnet_tensor::Tensor;
@@ -64,7 +65,7 @@ fn case(layer: usize) -> Case {
 }
 
 #[divan::bench(args = [0, 1, 2])]
-fn conv_forward_im2col(bencher: Bencher, layer: usize) {
+fn conv_forward_default(bencher: Bencher, layer: usize) {
     let c = case(layer);
     bencher
         .counter(ItemsCount::new(2 * c.macs))
@@ -72,9 +73,29 @@ fn conv_forward_im2col(bencher: Bencher, layer: usize) {
 }
 
 #[divan::bench(args = [0, 1, 2])]
-fn conv_backward_im2col(bencher: Bencher, layer: usize) {
+fn conv_backward_default(bencher: Bencher, layer: usize) {
     let c = case(layer);
     let (_, saved) = conv2d_forward(&c.x, &c.w, &c.b, Conv2dConfig::default());
+    let flops = 2 * c.macs * if c.want_input { 2 } else { 1 };
+    bencher
+        .counter(ItemsCount::new(flops))
+        .bench(|| conv2d_backward(&saved, &c.x, &c.w, &c.d_out, c.want_input));
+}
+
+#[divan::bench(args = [0, 1, 2])]
+fn conv_forward_im2col(bencher: Bencher, layer: usize) {
+    let c = case(layer);
+    let cfg = Conv2dConfig::default();
+    bencher
+        .counter(ItemsCount::new(2 * c.macs))
+        .bench(|| conv2d_forward_with(ConvAlgorithm::Im2col, &c.x, &c.w, &c.b, cfg));
+}
+
+#[divan::bench(args = [0, 1, 2])]
+fn conv_backward_im2col(bencher: Bencher, layer: usize) {
+    let c = case(layer);
+    let cfg = Conv2dConfig::default();
+    let (_, saved) = conv2d_forward_with(ConvAlgorithm::Im2col, &c.x, &c.w, &c.b, cfg);
     let flops = 2 * c.macs * if c.want_input { 2 } else { 1 };
     bencher
         .counter(ItemsCount::new(flops))
