@@ -13,4 +13,9 @@ fn main() {
     println!("cargo:rerun-if-changed=../../.git/HEAD");
     println!("cargo:rerun-if-changed=../../.git/index");
     println!("cargo:rerun-if-changed=../../.git/refs/heads");
+    // An edited, unstaged source changes none of the above but makes the tree dirty: watch
+    // the sources too (cargo scans a directory for any change).
+    println!("cargo:rerun-if-changed=../../crates");
+    println!("cargo:rerun-if-changed=../../recipes");
+    println!("cargo:rerun-if-changed=../../Cargo.toml");
 }
