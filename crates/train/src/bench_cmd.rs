@@ -43,8 +43,9 @@ pub struct BenchArgs {
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 20, value_parser = positive)]
     pub iters: usize,
-    /// Images per batch.
-    #[arg(long, default_value_t = 50, value_parser = positive)]
+    /// Images per batch of `conv` and `step`, 2 to 4096 (`eval` evaluates in batches of 500,
+    /// as training does).
+    #[arg(long, default_value_t = 50, value_parser = batch_size)]
     pub batch_size: usize,
     /// Print one JSON object instead of text lines.
     #[arg(long)]
@@ -59,6 +60,16 @@ fn positive(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(0) => Err("must be at least 1".to_string()),
         Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A batch size batch norm can train on and memory can hold, for clap.
+fn batch_size(text: &str) -> Result<usize, String> {
+    let max = crate::recipe::MAX_BATCH_SIZE;
+    match text.parse::<usize>() {
+        Ok(n) if (2..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("{n} is not between 2 and {max}")),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -195,14 +206,14 @@ fn bench_conv(args: &BenchArgs, peak: f64) -> Result<()> {
         shape = next;
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({ "sgemm_gflops": peak, "batch_size": n, "conv": rows })
-        );
+        )?;
     } else {
-        println!("sgemm_gflops={peak:.1} batch_size={n}");
+        outln!("sgemm_gflops={peak:.1} batch_size={n}")?;
         for r in &rows {
-            println!(
+            outln!(
                 "layer={} pass={} algorithm={}{} ms={:.3} gflops={:.1} share_of_sgemm={:.1}%",
                 r["layer"].as_str().unwrap_or(""),
                 r["pass"].as_str().unwrap_or(""),
@@ -215,7 +226,7 @@ fn bench_conv(args: &BenchArgs, peak: f64) -> Result<()> {
                 r["ms"].as_f64().unwrap_or(0.0),
                 r["gflops"].as_f64().unwrap_or(0.0),
                 100.0 * r["share_of_sgemm"].as_f64().unwrap_or(0.0)
-            );
+            )?;
         }
     }
     Ok(())
@@ -280,27 +291,27 @@ fn bench_step(args: &BenchArgs, peak: f64) -> Result<()> {
     let step_ms = t.as_secs_f64() * 1e3;
     let epoch_seconds = step_ms / 1e3 * (50_000.0 / n as f64);
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "step_ms": step_ms, "batch_size": n, "gflops": gflops(flops, t),
                 "share_of_sgemm": gflops(flops, t) / peak, "sgemm_gflops": peak,
                 "epoch_seconds_50k": epoch_seconds, "breakdown": breakdown,
             })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "step_ms={step_ms:.3} batch_size={n} gflops={:.1} share_of_sgemm={:.1}% sgemm_gflops={peak:.1} epoch_seconds_50k={epoch_seconds:.2}",
             gflops(flops, t),
             100.0 * gflops(flops, t) / peak
-        );
+        )?;
         for b in &breakdown {
-            println!(
+            outln!(
                 "op={} ms_per_step={:.3} calls={}",
                 b["op"].as_str().unwrap_or(""),
                 b["ms_per_step"].as_f64().unwrap_or(0.0),
                 b["calls"]
-            );
+            )?;
         }
     }
     Ok(())
@@ -326,25 +337,25 @@ fn bench_eval(args: &BenchArgs, peak: f64) -> Result<()> {
         .collect();
     let flops = 2.0 * forward_macs_per_image(&recipe.network.layers()?) * data.len() as f64;
     if args.json {
-        println!(
+        outln!(
             "{}",
             json!({ "eval_ms": t.as_secs_f64() * 1e3, "images": data.len(), "gflops": gflops(flops, t), "share_of_sgemm": gflops(flops, t) / peak, "sgemm_gflops": peak, "breakdown": breakdown })
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "eval_ms={:.1} images={} gflops={:.1} share_of_sgemm={:.1}% sgemm_gflops={peak:.1}",
             t.as_secs_f64() * 1e3,
             data.len(),
             gflops(flops, t),
             100.0 * gflops(flops, t) / peak
-        );
+        )?;
         for b in &breakdown {
-            println!(
+            outln!(
                 "op={} ms={:.1} calls={}",
                 b["op"].as_str().unwrap_or(""),
                 b["ms"].as_f64().unwrap_or(0.0),
                 b["calls"]
-            );
+            )?;
         }
     }
     Ok(())

@@ -50,9 +50,11 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         EvalSplit::Val => (load_split(&args.data, args.val_size, None)?.val, "val"),
     };
     let eval = evaluate(&mut net, &data, &recipe.augment, recipe.label_smoothing);
-    println!(
+    outln!(
         "{prefix}_loss={:.4} {prefix}_acc={:.2} n={}",
-        eval.loss, eval.accuracy, eval.n_images
-    );
+        eval.loss,
+        eval.accuracy,
+        eval.n_images
+    )?;
     Ok(())
 }

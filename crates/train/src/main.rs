@@ -10,6 +10,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` that hands back the write error instead of panicking on it: when the reader
+/// of stdout goes away (`scratchnet bench conv | head`), the command stops there and exits
+/// quietly with success (see `main`), as a filter does. Every run state is saved before its
+/// line is printed, so a training run stopped this way resumes from that epoch.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod bench_cmd;
 mod checkpoint;
 mod data;
@@ -42,11 +53,18 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
 }
 
+/// More worker threads than any machine this is meant for has cores: beyond it `--threads`
+/// is a typo (100000 threads took the machine down before the run began).
+const MAX_THREADS: usize = 1024;
+
 /// The number of worker threads: `--threads`, or one per core.
 fn thread_count(threads: Option<usize>) -> anyhow::Result<usize> {
     let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if n == 0 {
         anyhow::bail!("--threads must be at least 1");
+    }
+    if n > MAX_THREADS {
+        anyhow::bail!("--threads {n} is more than {MAX_THREADS}");
     }
     Ok(n)
 }
@@ -79,9 +97,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether the error is stdout's reader having gone away.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -46,6 +46,10 @@ impl NetworkSpec {
     }
 }
 
+/// The largest batch: beyond it one step's activations (about 60 KB an image for lenet5-bn,
+/// kept for backward) stop fitting a small machine's memory.
+pub const MAX_BATCH_SIZE: usize = 4096;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -93,10 +97,42 @@ impl Recipe {
         Ok(recipe)
     }
 
+    /// Whether the network normalises over the batch (so a batch of one image cannot train).
+    pub fn has_batch_norm(&self) -> Result<bool> {
+        let layers = self.network.layers()?;
+        Ok(layers
+            .iter()
+            .any(|l| matches!(l, scratchnet_tensor::nn::Layer::BatchNorm2d { .. })))
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.network.layers()?;
         if self.batch_size == 0 {
             bail!("batch_size must be at least 1");
+        }
+        if self.batch_size > MAX_BATCH_SIZE {
+            bail!(
+                "batch_size {} is more than {MAX_BATCH_SIZE} (a batch's activations must fit in memory)",
+                self.batch_size
+            );
+        }
+        if self.has_batch_norm()? && self.batch_size == 1 {
+            bail!(
+                "batch_size 1 leaves batch norm one value per channel to normalise: use at least 2"
+            );
+        }
+        let name_ok = !self.name.is_empty()
+            && !self.name.starts_with('.')
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            bail!(
+                "name {:?} must be letters, digits, '-', '_' or '.', not starting with '.' \
+                 (it names the run folder)",
+                self.name
+            );
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             bail!(

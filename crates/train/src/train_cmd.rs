@@ -57,6 +57,13 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
     // Every input is read and checked before the first epoch, so that bad data fails in
     // seconds, not after hours of training.
     let split = load_split(&info.data, info.val_size, info.train_limit)?;
+    let (n_train, batch) = (split.train.len(), plan.recipe.batch_size);
+    if plan.recipe.has_batch_norm()? && n_train % batch == 1 {
+        bail!(
+            "{n_train} training images in batches of {batch} leave a last batch of one image, \
+             which batch norm cannot normalise: change --train-limit, --val-size or --batch-size"
+        );
+    }
     let fingerprint = data_fingerprint(&split);
     match &info.data_sha256 {
         Some(recorded) if *recorded != fingerprint => bail!(
@@ -74,7 +81,7 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         info.write(&plan.run_dir)?;
     }
     scratchnet_tensor::profile::set_enabled(args.profile);
-    println!(
+    outln!(
         "run={} recipe={} seed={} threads={} train_images={} val_images={} epochs={} start_epoch={}",
         plan.run_dir.display(),
         plan.recipe.name,
@@ -84,7 +91,7 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         split.val.len(),
         plan.epochs,
         state.epochs_done + 1
-    );
+    )?;
     let outcome = run(&plan, &split, state)?;
 
     info.best_epoch = outcome.best_epoch;
@@ -101,11 +108,11 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         );
     };
     let Some(test) = test else {
-        println!(
+        outln!(
             "no {} in {}: no test evaluation",
             scratchnet_cifar::TEST_FILE,
             info.data.display()
-        );
+        )?;
         return Ok(());
     };
     let eval = evaluate(
@@ -114,18 +121,18 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         &plan.recipe.augment,
         plan.recipe.label_smoothing,
     );
-    println!("class precision recall f1");
+    outln!("class precision recall f1")?;
     for (c, (p, r, f)) in per_class_scores(&eval.confusion).iter().enumerate() {
         let name = class_names.as_ref().map_or(c.to_string(), |n| n[c].clone());
-        println!("{name} {p:.3} {r:.3} {f:.3}");
+        outln!("{name} {p:.3} {r:.3} {f:.3}")?;
     }
-    println!(
+    outln!(
         "best_epoch={} test_loss={:.4} test_acc={:.2} n={}",
         info.best_epoch.unwrap_or(0),
         eval.loss,
         eval.accuracy,
         eval.n_images
-    );
+    )?;
     info.test_loss = Some(eval.loss);
     info.test_acc = Some(eval.accuracy);
     info.write(&plan.run_dir)?;
@@ -162,10 +169,13 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
     // in every checkpoint is then the same whether a run went in one go or was resumed.
     let epochs = args.epochs.unwrap_or(recipe.epochs);
     if epochs == 0 {
-        bail!(
-            "--epochs must be at least 1 (the recipe's epochs: {})",
-            recipe.epochs
-        );
+        match args.epochs {
+            Some(_) => bail!(
+                "--epochs must be at least 1 (the recipe's epochs: {})",
+                recipe.epochs
+            ),
+            None => bail!("recipe {recipe_name}: epochs must be at least 1"),
+        }
     }
     if let Some(batch_size) = args.batch_size {
         recipe.batch_size = batch_size;

@@ -327,9 +327,9 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
                 Selected::Ema => "ema".into(),
             },
         };
-        println!("{}", log_line(&row, decision.improved));
+        outln!("{}", log_line(&row, decision.improved))?;
         if profile::is_enabled() {
-            print_profile(epoch + 1, train_seconds, row.seconds);
+            print_profile(epoch + 1, train_seconds, row.seconds)?;
         }
         state.rows.push(row);
         metrics::write(&plan.run_dir.join("metrics.csv"), &state.rows)?;
@@ -345,10 +345,10 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
         }
     }
     if state.stopped_early {
-        println!(
+        outln!(
             "early stop: no improvement for {} epochs",
             state.selector.epochs_without_improvement
-        );
+        )?;
     }
     let best = if best_path.exists() {
         let mut net = state.net.clone();
@@ -364,18 +364,19 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
 }
 
 /// Where the epoch's time went, one `key=value` line per op or phase, then resets.
-fn print_profile(epoch: usize, train_seconds: f64, epoch_seconds: f64) {
+fn print_profile(epoch: usize, train_seconds: f64, epoch_seconds: f64) -> std::io::Result<()> {
     for (name, total, calls) in profile::snapshot() {
         let ms = total.as_secs_f64() * 1e3;
-        println!(
+        outln!(
             "profile epoch={epoch} op={name} ms={ms:.1} calls={calls} share_of_epoch={:.1}%",
             100.0 * ms / 1e3 / epoch_seconds
-        );
+        )?;
     }
-    println!(
+    outln!(
         "profile epoch={epoch} train_seconds={train_seconds:.2} epoch_seconds={epoch_seconds:.2}"
-    );
+    )?;
     profile::reset();
+    Ok(())
 }
 
 /// The one line an epoch prints: fixed `key=value` fields, for grep and plots.

@@ -302,3 +302,85 @@ fn resume_to_no_more_epochs_is_refused() {
     assert_fails_with(&output, &["--epochs"]);
     assert_eq!(std::fs::read(run.join("run.json")).unwrap(), before);
 }
+
+// Pins that a last batch of one image is refused before training: batch norm panicked on
+// it after a whole epoch (`--val-size 4999` on the real data gives 45,001 images).
+#[test]
+fn a_last_batch_of_one_image_is_refused_before_training() {
+    let fixture = Fixture::new();
+    let mut args = train_args("v2", &fixture.data, &fixture.path("run"), 1, 7);
+    // 241 images in batches of 20 leave one.
+    args.extend(["--train-limit".to_string(), "241".to_string()]);
+    let output = scratchnet(args);
+    assert_fails_with(
+        &output,
+        &["241 training images", "batches of 20", "last batch of one"],
+    );
+    assert!(!fixture.path("run").exists());
+}
+
+// Pins that a batch of one image, which batch norm cannot normalise, is refused.
+#[test]
+fn batch_size_1_is_refused() {
+    let fixture = Fixture::new();
+    let mut args = train_args("v2", &fixture.data, &fixture.path("run"), 1, 7);
+    let at = args.iter().position(|a| a == "--batch-size").unwrap() + 1;
+    args[at] = "1".to_string();
+    assert_fails_with(&scratchnet(args), &["batch_size 1"]);
+    assert_fails_with(
+        &scratchnet(["bench", "step", "--batch-size", "1"]),
+        &["--batch-size"],
+    );
+}
+
+// Pins that an absurd --threads is refused instead of spawning 100,000 threads.
+#[test]
+fn a_huge_thread_count_is_refused() {
+    let output = scratchnet(["bench", "eval", "--threads", "100000"]);
+    assert_fails_with(&output, &["--threads 100000"]);
+}
+
+// Pins that a recipe name cannot put the run folder outside `runs/`.
+#[test]
+fn a_recipe_name_with_a_path_is_refused() {
+    let fixture = Fixture::new();
+    let recipe = fixture.path("escape.toml");
+    let toml = "name = \"../escape\"\nnetwork = \"lenet5-bn\"\nepochs = 1\nbatch_size = 20\n";
+    std::fs::write(&recipe, toml).unwrap();
+    let args = [
+        "train",
+        "--recipe",
+        &recipe.display().to_string(),
+        "--data",
+        &fixture.data.display().to_string(),
+        "--val-size",
+        "50",
+    ];
+    assert_fails_with(&scratchnet(args), &["name \"../escape\""]);
+}
+
+// Pins that a reader closing stdout early (`| head`) ends the command quietly with
+// success, as a filter does; println! used to panic with "Broken pipe".
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scratchnet"))
+        .args(["bench", "conv", "--iters", "1", "--batch-size", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut first = [0u8; 8];
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_exact(&mut first)
+        .expect("the first line");
+    // stdout is closed now; the next line hits a broken pipe.
+    let output = child.wait_with_output().expect("the binary ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
