@@ -72,10 +72,10 @@ fn with_flat<T>(len: usize, f: impl FnOnce(&mut [Lanes]) -> T) -> T {
     })
 }
 
-simd_targets! { narrow:
 /// `flat[i]` = value i of each image in `images` (`[n, image_len]`, n <= L): lane l from image
 /// l, zero in the lanes past the last image. Blocks of L values of the L images are
-/// transposed as L x L squares.
+/// transposed as L x L squares. Also compiled for AVX2 (moves only: the same values).
+#[multiversion(targets("x86_64+avx2"))]
 fn transpose_to_lanes(images: &[f32], image_len: usize, flat: &mut [Lanes]) {
     let n_images = images.len() / image_len;
     let rows: [&[f32]; LANES] = std::array::from_fn(|l| {
@@ -99,11 +99,10 @@ fn transpose_to_lanes(images: &[f32], image_len: usize, flat: &mut [Lanes]) {
         }
     }
 }
-}
 
-simd_targets! { narrow:
 /// The inverse of `transpose_to_lanes`: value i of image l is lane l of `flat[i]`, for the
-/// images in `images`.
+/// images in `images`. Also compiled for AVX2.
+#[multiversion(targets("x86_64+avx2"))]
 fn transpose_from_lanes(flat: &[Lanes], images: &mut [f32], image_len: usize) {
     let (blocks, _) = flat.as_chunks::<LANES>();
     for (l, image) in images.chunks_mut(image_len).enumerate() {
@@ -115,7 +114,6 @@ fn transpose_from_lanes(flat: &[Lanes], images: &mut [f32], image_len: usize) {
             *value = flat[i][l];
         }
     }
-}
 }
 
 /// `[N, C, H, W]` -> `[groups, C, HP, WP]` vectors: image `g·L + l` in lane `l` of group `g`,

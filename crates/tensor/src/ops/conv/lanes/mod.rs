@@ -24,9 +24,9 @@
 //! and de-interleaves, `kernels.rs` holds the three kernels, `pool.rs` keeps the
 //! interleaved buffers between calls.
 //!
-//! Each lane does the same sequence of fused multiply-adds (`f32::mul_add`) whatever the
-//! lane, the group or the CPU: the vector code (compiled for AVX-512 or AVX2 and picked at
-//! run time) and the portable fallback give the same bits, only at different speeds
+//! Each lane does the same sequence of fused multiply-adds whatever the lane, the group or
+//! the CPU: the kernels are generic over the vector type of `crate::simd`, whose AVX2
+//! register and portable `[f32; 8]` give the same bits, only at different speeds
 //! (`tests/lanes_bits.rs` holds the result to scalar loops in that order). The tiles, which
 //! fix the order in which the input gradient's pieces are added, come from the shapes.
 
@@ -36,22 +36,6 @@ use super::{ConvDims, ConvGrads};
 use crate::parallel::sum_over_groups;
 use crate::profile;
 use crate::tensor::Tensor;
-
-/// The vector code paths, each with FMA; the function the attribute marks is also compiled
-/// for the baseline CPU, the fallback. `wide` kernels are compiled for AVX-512 too, whose 32
-/// registers hold their tiles of 20-25 accumulators; the `narrow` weight-gradient kernel
-/// only for AVX2: compiled for AVX-512, the compiler paired its 8-lane vectors into 16-lane
-/// registers and spilled its accumulators to the stack on every step, at twice the time.
-macro_rules! simd_targets {
-    (wide: $item:item) => {
-        #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
-        $item
-    };
-    (narrow: $item:item) => {
-        #[multiversion(targets("x86_64+avx2+fma"))]
-        $item
-    };
-}
 
 mod kernels;
 mod layout;
@@ -87,8 +71,9 @@ pub struct LaneTiles {
 }
 
 /// The (rows, cols) tiles each kernel is compiled for: at most 25 accumulator vectors for the
-/// `wide` kernels (32 registers with AVX-512) and 12 for the `narrow` one (16 with AVX2),
-/// leaving room for the operands. lenet5-bn uses (6, 4) and (4, 5) forward, (2, 5) for dW
+/// forward and input-gradient kernels (`simd_kernel!(wide, ..)`: 32 registers with AVX-512)
+/// and 10 for the weight gradient (`narrow`: 16 registers; its wider tiles on AVX-512 were
+/// 6% slower in a paired run), leaving room for the operands. lenet5-bn uses (6, 4) and (4, 5) forward, (2, 5) for dW
 /// and (5, 5) for d_input.
 const FORWARD_TILES: [(usize, usize); 5] = [(6, 4), (4, 5), (3, 4), (2, 6), (2, 5)];
 const WEIGHT_GRAD_TILES: [(usize, usize); 3] = [(2, 5), (4, 3), (2, 3)];
