@@ -24,11 +24,35 @@ pub struct EmaConfig {
 }
 
 /// The network: a named built-in, or a list of layers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum NetworkSpec {
     Named(String),
     Layers(Vec<Layer>),
+}
+
+/// By hand rather than `untagged`: serde's untagged error ("data did not match any variant")
+/// named neither the layer nor the field; this one says `network layer 2: unknown variant ..`.
+impl<'de> Deserialize<'de> for NetworkSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::String(name) => Ok(NetworkSpec::Named(name)),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    Layer::deserialize(item)
+                        .map_err(|e| D::Error::custom(format!("network layer {i}: {e}")))
+                })
+                .collect::<Result<_, _>>()
+                .map(NetworkSpec::Layers),
+            other => Err(D::Error::custom(format!(
+                "network must be a name (\"lenet5-bn\") or a list of [[network]] layers, found {}",
+                other.type_str()
+            ))),
+        }
+    }
 }
 
 impl NetworkSpec {
@@ -41,7 +65,10 @@ impl NetworkSpec {
         let shapes = nn::infer_shapes(&layers, &[3, 32, 32])?;
         match shapes.last().map(|s| &s[..]) {
             Some([10]) => Ok(layers),
-            other => bail!("the network must end in 10 logits, it ends in {other:?}"),
+            Some(shape) => {
+                bail!("the network must end in 10 logits, its output has shape {shape:?}")
+            }
+            None => bail!("the network has no layers"),
         }
     }
 }
@@ -200,6 +227,25 @@ mod tests {
         assert_eq!(v2.augment.crop_padding, 2);
         assert_eq!(v2.augment.flip_prob, 0.4);
         assert_eq!(v2.selection.patience, Some(20));
+    }
+
+    #[test]
+    fn a_bad_inline_layer_is_named_by_its_index_and_field() {
+        let text = "name = \"x\"\nepochs = 1\nbatch_size = 2\n\
+                    [[network]]\ntype = \"flatten\"\n\
+                    [[network]]\ntype = \"conv3d\"\n";
+        let err = format!("{:#}", Recipe::parse(text).unwrap_err());
+        assert!(
+            err.contains("network layer 1") && err.contains("conv3d"),
+            "{err}"
+        );
+        let text = "name = \"x\"\nepochs = 1\nbatch_size = 2\n\
+                    [[network]]\ntype = \"conv2d\"\nin_channels = 3\nout_channels = 6\n";
+        let err = format!("{:#}", Recipe::parse(text).unwrap_err());
+        assert!(
+            err.contains("network layer 0") && err.contains("kernel"),
+            "{err}"
+        );
     }
 
     #[test]
