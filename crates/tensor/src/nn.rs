@@ -123,6 +123,8 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
                 },
                 &[c, h, w],
             ) if c == in_channels
+                && out_channels > 0
+                && kernel > 0
                 && stride > 0
                 && h + 2 * padding >= kernel
                 && w + 2 * padding >= kernel =>
@@ -133,7 +135,9 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
                     (w + 2 * padding - kernel) / stride + 1,
                 ]
             }
-            (Layer::BatchNorm2d { channels }, &[c, _, _]) if c == channels => shape.clone(),
+            (Layer::BatchNorm2d { channels }, &[c, _, _]) if c == channels && c > 0 => {
+                shape.clone()
+            }
             (Layer::Tanh | Layer::Relu, _) => shape.clone(),
             (
                 Layer::AvgPool2d { kernel, stride } | Layer::MaxPool2d { kernel, stride },
@@ -141,14 +145,19 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
             ) if kernel > 0 && stride > 0 && h >= kernel && w >= kernel => {
                 vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1]
             }
-            (Layer::Flatten, s) if !s.is_empty() => vec![s.iter().product()],
+            (Layer::Flatten, s) if !s.is_empty() => {
+                match s.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) {
+                    Some(len) => vec![len],
+                    None => return Err(err()),
+                }
+            }
             (
                 Layer::Linear {
                     in_features,
                     out_features,
                 },
                 &[f],
-            ) if f == in_features => vec![out_features],
+            ) if f == in_features && out_features > 0 => vec![out_features],
             _ => return Err(err()),
         };
         shapes.push(shape.clone());

@@ -77,6 +77,48 @@ impl NetworkSpec {
 /// kept for backward) stop fitting a small machine's memory.
 pub const MAX_BATCH_SIZE: usize = 4096;
 
+/// The most parameters a recipe's network may have (400 MB of f32, before Adam's moments).
+pub const MAX_PARAMS: usize = 100_000_000;
+
+/// The most activations one batch may keep for backward (4 GiB of f32): beyond it a run
+/// would be killed by the kernel's out-of-memory killer without a word.
+pub const MAX_BATCH_ACTIVATIONS: usize = 1 << 30;
+
+/// Parameters of `layers`, and the values their outputs hold for one 3x32x32 image.
+fn network_size(layers: &[Layer]) -> (usize, usize) {
+    let params = layers
+        .iter()
+        .map(|layer| match *layer {
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => out_channels.saturating_mul(
+                in_channels
+                    .saturating_mul(kernel)
+                    .saturating_mul(kernel)
+                    .saturating_add(1),
+            ),
+            Layer::BatchNorm2d { channels } => channels.saturating_mul(2),
+            Layer::Linear {
+                in_features,
+                out_features,
+            } => out_features.saturating_mul(in_features.saturating_add(1)),
+            _ => 0,
+        })
+        .fold(0usize, usize::saturating_add);
+    let activations = nn::infer_shapes(layers, &[3, 32, 32])
+        .map(|shapes| {
+            shapes
+                .iter()
+                .map(|s| s.iter().fold(1usize, |a, &b| a.saturating_mul(b)))
+                .fold(0usize, usize::saturating_add)
+        })
+        .unwrap_or(0);
+    (params, activations)
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -140,6 +182,19 @@ impl Recipe {
         if self.batch_size > MAX_BATCH_SIZE {
             bail!(
                 "batch_size {} is more than {MAX_BATCH_SIZE} (a batch's activations must fit in memory)",
+                self.batch_size
+            );
+        }
+        let (n_params, n_activations) = network_size(&self.network.layers()?);
+        if n_params > MAX_PARAMS {
+            bail!("the network has {n_params} parameters, more than {MAX_PARAMS}");
+        }
+        let batch_activations = n_activations.saturating_mul(self.batch_size);
+        if batch_activations > MAX_BATCH_ACTIVATIONS {
+            bail!(
+                "a batch of {} keeps {batch_activations} activations for backward \
+                 ({n_activations} an image), more than {MAX_BATCH_ACTIVATIONS}: use a smaller \
+                 batch or network",
                 self.batch_size
             );
         }
@@ -246,6 +301,15 @@ mod tests {
             err.contains("network layer 0") && err.contains("kernel"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_layer_of_size_zero_is_refused() {
+        // A conv with no output channel used to reach the initialiser and panic there.
+        let text = "name = \"x\"\nepochs = 1\nbatch_size = 2\n\
+                    [[network]]\ntype = \"conv2d\"\nin_channels = 3\nout_channels = 0\nkernel = 3\n";
+        let err = format!("{:#}", Recipe::parse(text).unwrap_err());
+        assert!(err.contains("layer 0"), "{err}");
     }
 
     #[test]

@@ -327,13 +327,17 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
                 Selected::Ema => "ema".into(),
             },
         };
-        outln!("{}", log_line(&row, decision.improved))?;
-        if profile::is_enabled() {
-            print_profile(epoch + 1, train_seconds, row.seconds)?;
-        }
+        // Saved before the line is printed: a reader that stops reading (`| head`) ends the
+        // run at this epoch's line, and the epoch is then already on disk.
+        let line = log_line(&row, decision.improved);
+        let seconds = row.seconds;
         state.rows.push(row);
         metrics::write(&plan.run_dir.join("metrics.csv"), &state.rows)?;
         state.save(&plan.run_dir, &recipe_toml)?;
+        outln!("{line}")?;
+        if profile::is_enabled() {
+            print_profile(epoch + 1, train_seconds, seconds)?;
+        }
         if !stats.loss_mean.is_finite() {
             bail!(
                 "epoch {}: the training loss is {} (the run diverged); its state is saved in {}, \

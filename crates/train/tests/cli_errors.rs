@@ -384,3 +384,40 @@ fn a_closed_stdout_ends_the_command_quietly() {
     assert!(output.status.success(), "{}: {stderr}", output.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+// Pins that a run whose reader goes away keeps the epoch whose line found the pipe closed,
+// and resumes: the line used to be printed before the state was saved, so `| head -n 1`
+// lost epoch 1 and left a folder `--resume` refused.
+#[test]
+fn a_run_stopped_by_a_closed_stdout_keeps_the_epoch_it_was_printing() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let fixture = Fixture::new();
+    let run = fixture.path("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scratchnet"))
+        .args(train_args("v2", &fixture.data, &run, 3, 7))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let header = lines.next().expect("a header line").unwrap();
+    assert!(header.starts_with("run="), "{header}");
+    // Closed before epoch 1's line is written.
+    drop(lines);
+    let output = child.wait_with_output().expect("the binary ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}: {stderr}", output.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).expect("metrics.csv");
+    assert_eq!(metrics.lines().count(), 2, "header and epoch 1:\n{metrics}");
+    let resumed = scratchnet_ok([
+        "train",
+        "--resume",
+        &run.display().to_string(),
+        "--epochs",
+        "3",
+    ]);
+    assert!(resumed.contains("epoch=3 "), "{resumed}");
+}
