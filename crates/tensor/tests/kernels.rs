@@ -1,5 +1,8 @@
 //! Fast kernels against their plain-loop twins, and ops against values worked out by hand.
 
+mod common;
+
+use common::ramp;
 use scratchnet_tensor::ops::batchnorm::{batch_norm2d_forward, BatchNormConfig, RunningStats};
 use scratchnet_tensor::ops::conv::{
     conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_forward_naive,
@@ -11,14 +14,6 @@ use scratchnet_tensor::ops::pool::{
     max_pool2d_forward, PoolConfig,
 };
 use scratchnet_tensor::Tensor;
-
-fn ramp(shape: &[usize], scale: f32, offset: usize) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| (((i + offset) * 37 % 101) as f32 - 50.0) * scale)
-        .collect();
-    Tensor::from_vec(shape, data)
-}
 
 #[track_caller]
 fn assert_close(a: &Tensor, b: &Tensor, tol: f32) {

@@ -7,29 +7,28 @@
 //! Shapes: N batch, C input channels, K output channels, H/W input, KH/KW kernel, OH/OW
 //! output; L = LANES images per vector.
 
+mod common;
+
+use common::ramp;
 use scratchnet_tensor::ops::conv::{
     conv2d_backward, conv2d_forward_with, Conv2dConfig, ConvAlgorithm, ConvDims, LANES,
 };
 use scratchnet_tensor::Tensor;
 
-fn ramp(shape: &[usize], scale: f32, offset: usize) -> Tensor {
-    let n: usize = shape.iter().product();
-    let data = (0..n)
-        .map(|i| (((i + offset) * 37 % 101) as f32 - 50.0) * scale)
-        .collect();
-    Tensor::from_vec(shape, data)
-}
-
-/// x[n, c, y, x] for a position of the padded input, zero in the padding.
-fn padded(x: &Tensor, d: &ConvDims, n: usize, c: usize, y: usize, xx: usize) -> f32 {
-    let (y, xx) = (
-        y as isize - d.padding as isize,
-        xx as isize - d.padding as isize,
-    );
-    if y < 0 || xx < 0 || y >= d.h as isize || xx >= d.w as isize {
-        return 0.0;
+/// x[n, c, ..] at the pixel tap (kh, kw) of output (oh, ow) reads, zero in the padding
+/// (the kernels read the padding's zeros too).
+fn tap(
+    x: &Tensor,
+    d: &ConvDims,
+    n: usize,
+    c: usize,
+    (oh, ow): (usize, usize),
+    (kh, kw): (usize, usize),
+) -> f32 {
+    match d.input_pixel(oh, ow, kh, kw) {
+        Some((y, xx)) => x.data()[((n * d.c + c) * d.h + y) * d.w + xx],
+        None => 0.0,
     }
-    x.data()[((n * d.c + c) * d.h + y as usize) * d.w + xx as usize]
 }
 
 /// out[n, k, oh, ow]: start at b[k], then one fused multiply-add per (c, kh, kw) in that
@@ -44,8 +43,7 @@ fn forward_spec(x: &Tensor, w: &Tensor, b: &Tensor, d: &ConvDims) -> Vec<f32> {
                     for c in 0..d.c {
                         for kh in 0..d.kh {
                             for kw in 0..d.kw {
-                                let x_v =
-                                    padded(x, d, n, c, oh * d.stride + kh, ow * d.stride + kw);
+                                let x_v = tap(x, d, n, c, (oh, ow), (kh, kw));
                                 let w_v = w.data()[((k * d.c + c) * d.kh + kh) * d.kw + kw];
                                 acc = w_v.mul_add(x_v, acc);
                             }
@@ -72,9 +70,9 @@ fn weight_grad_spec(x: &Tensor, g: &Tensor, d: &ConvDims) -> (Vec<f32>, Vec<f32>
             0.0
         }
     };
-    let x_at = |n: usize, c: usize, y: usize, xx: usize| {
+    let x_at = |n: usize, c: usize, out: (usize, usize), kernel: (usize, usize)| {
         if n < d.n {
-            padded(x, d, n, c, y, xx)
+            tap(x, d, n, c, out, kernel)
         } else {
             0.0
         }
@@ -91,7 +89,7 @@ fn weight_grad_spec(x: &Tensor, g: &Tensor, d: &ConvDims) -> (Vec<f32>, Vec<f32>
                             let mut acc = 0.0f32;
                             for oh in 0..d.oh {
                                 for ow in 0..d.ow {
-                                    let x_v = x_at(n, c, oh * d.stride + kh, ow * d.stride + kw);
+                                    let x_v = x_at(n, c, (oh, ow), (kh, kw));
                                     acc = g_at(n, k, oh, ow).mul_add(x_v, acc);
                                 }
                             }

@@ -30,7 +30,7 @@ use full_window::{full_window_backward, full_window_forward};
 pub use im2col::{col2im, im2col};
 use im2col::{gather_group, im2col_group, with_scratch};
 use lanes::{lanes_backward, lanes_forward};
-pub use lanes::{LaneDims, LaneTiles, Pooled, LANES};
+pub use lanes::{Pooled, LANES};
 
 /// Stride and zero padding, the same along height and width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,6 +111,20 @@ impl ConvDims {
     /// Multiply-adds of the forward pass over the batch.
     pub fn forward_macs(&self) -> usize {
         self.n * self.k * self.col_rows() * self.col_cols()
+    }
+
+    /// The input pixel (y, x) that kernel tap (kh, kw) of output (oh, ow) reads, or `None`
+    /// where the tap falls in the zero padding.
+    pub fn input_pixel(
+        &self,
+        oh: usize,
+        ow: usize,
+        kh: usize,
+        kw: usize,
+    ) -> Option<(usize, usize)> {
+        let y = (oh * self.stride + kh).checked_sub(self.padding)?;
+        let x = (ow * self.stride + kw).checked_sub(self.padding)?;
+        (y < self.h && x < self.w).then_some((y, x))
     }
 }
 
@@ -421,12 +435,9 @@ pub fn conv2d_forward_naive(
                     for c in 0..d.c {
                         for kh in 0..d.kh {
                             for kw in 0..d.kw {
-                                let y = (oh * d.stride + kh) as isize - d.padding as isize;
-                                let xx = (ow * d.stride + kw) as isize - d.padding as isize;
-                                if y < 0 || y >= d.h as isize || xx < 0 || xx >= d.w as isize {
+                                let Some((y, xx)) = d.input_pixel(oh, ow, kh, kw) else {
                                     continue;
-                                }
-                                let (y, xx) = (y as usize, xx as usize);
+                                };
                                 acc += x[((n * d.c + c) * d.h + y) * d.w + xx]
                                     * wt[((k * d.c + c) * d.kh + kh) * d.kw + kw];
                             }
@@ -461,12 +472,10 @@ pub fn conv2d_backward_naive(
                     for c in 0..d.c {
                         for kh in 0..d.kh {
                             for kw in 0..d.kw {
-                                let y = (oh * d.stride + kh) as isize - d.padding as isize;
-                                let xx = (ow * d.stride + kw) as isize - d.padding as isize;
-                                if y < 0 || y >= d.h as isize || xx < 0 || xx >= d.w as isize {
+                                let Some((y, xx)) = d.input_pixel(oh, ow, kh, kw) else {
                                     continue;
-                                }
-                                let x_idx = ((n * d.c + c) * d.h + y as usize) * d.w + xx as usize;
+                                };
+                                let x_idx = ((n * d.c + c) * d.h + y) * d.w + xx;
                                 let w_idx = ((k * d.c + c) * d.kh + kh) * d.kw + kw;
                                 d_weight.data_mut()[w_idx] += go * x[x_idx];
                                 d_input.data_mut()[x_idx] += go * wt[w_idx];
