@@ -84,6 +84,12 @@ pub const MAX_PARAMS: usize = 100_000_000;
 /// would be killed by the kernel's out-of-memory killer without a word.
 pub const MAX_BATCH_ACTIVATIONS: usize = 1 << 30;
 
+fn has_batch_norm(layers: &[Layer]) -> bool {
+    layers
+        .iter()
+        .any(|l| matches!(l, Layer::BatchNorm2d { .. }))
+}
+
 /// Parameters of `layers`, and the values their outputs hold for one 3x32x32 image.
 fn network_size(layers: &[Layer]) -> (usize, usize) {
     let params = layers
@@ -168,14 +174,11 @@ impl Recipe {
 
     /// Whether the network normalises over the batch (so a batch of one image cannot train).
     pub fn has_batch_norm(&self) -> Result<bool> {
-        let layers = self.network.layers()?;
-        Ok(layers
-            .iter()
-            .any(|l| matches!(l, scratchnet_tensor::nn::Layer::BatchNorm2d { .. })))
+        Ok(has_batch_norm(&self.network.layers()?))
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.network.layers()?;
+        let layers = self.network.layers()?;
         if self.batch_size == 0 {
             bail!("batch_size must be at least 1");
         }
@@ -185,7 +188,7 @@ impl Recipe {
                 self.batch_size
             );
         }
-        let (n_params, n_activations) = network_size(&self.network.layers()?);
+        let (n_params, n_activations) = network_size(&layers);
         if n_params > MAX_PARAMS {
             bail!("the network has {n_params} parameters, more than {MAX_PARAMS}");
         }
@@ -198,7 +201,7 @@ impl Recipe {
                 self.batch_size
             );
         }
-        if self.has_batch_norm()? && self.batch_size == 1 {
+        if has_batch_norm(&layers) && self.batch_size == 1 {
             bail!(
                 "batch_size 1 leaves batch norm one value per channel to normalise: use at least 2"
             );

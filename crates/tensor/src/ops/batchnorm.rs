@@ -188,7 +188,7 @@ pub fn batch_norm2d_forward(
                 let (g, b) = (gamma.data()[c_idx], beta.data()[c_idx]);
                 let (mu, s) = (mean[c_idx], inv_std[c_idx]);
                 for (o, &x) in out_image[range.clone()].iter_mut().zip(&image[range]) {
-                    *o = g * ((x - mu) * s) + b;
+                    *o = normalise(x, [g, mu, s, b]);
                 }
             }
         });
@@ -238,20 +238,25 @@ pub fn batch_norm2d_eval_in_place(
     });
 }
 
-/// `v = then(g · ((v - mu) · s) + b)` over a channel, also compiled for AVX2 (without FMA:
+/// y = g · ((x - mu) · s) + b: one value of the batch norm, in the one order both passes
+/// use (so that they give the same bits).
+#[inline(always)]
+fn normalise(x: f32, [g, mu, s, b]: [f32; 4]) -> f32 {
+    g * ((x - mu) * s) + b
+}
+
+/// `v = then(normalise(v))` over a channel, also compiled for AVX2 (without FMA:
 /// the multiplies and adds stay separate, so the bits are the baseline build's).
 #[multiversion(targets("x86_64+avx2"))]
-fn normalise_in_place(channel: &mut [f32], [g, mu, s, b]: [f32; 4], then: ThenApply) {
+fn normalise_in_place(channel: &mut [f32], gmsb: [f32; 4], then: ThenApply) {
     match then {
-        ThenApply::Nothing => channel
-            .iter_mut()
-            .for_each(|v| *v = g * ((*v - mu) * s) + b),
+        ThenApply::Nothing => channel.iter_mut().for_each(|v| *v = normalise(*v, gmsb)),
         ThenApply::Tanh => channel
             .iter_mut()
-            .for_each(|v| *v = tanh_scalar(g * ((*v - mu) * s) + b)),
+            .for_each(|v| *v = tanh_scalar(normalise(*v, gmsb))),
         ThenApply::Relu => channel
             .iter_mut()
-            .for_each(|v| *v = (g * ((*v - mu) * s) + b).max(0.0)),
+            .for_each(|v| *v = normalise(*v, gmsb).max(0.0)),
     }
 }
 
