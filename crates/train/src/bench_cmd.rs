@@ -74,6 +74,37 @@ fn batch_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// One more pass of `runs` calls of `f` with the profiler on: each op's milliseconds (in
+/// all, divided by `runs`, under the key `per`) and its number of calls in all.
+fn profiled(runs: usize, per: &str, mut f: impl FnMut()) -> Vec<serde_json::Value> {
+    profile::reset();
+    profile::set_enabled(true);
+    for _ in 0..runs {
+        f();
+    }
+    profile::set_enabled(false);
+    profile::snapshot()
+        .into_iter()
+        .map(|(name, total, calls)| {
+            let ms = total.as_secs_f64() * 1e3 / runs as f64;
+            json!({ "op": name, per: ms, "calls": calls })
+        })
+        .collect()
+}
+
+/// `profiled`'s rows as `op=<name> <per>=<ms> calls=<n>` lines.
+fn print_breakdown(rows: &[serde_json::Value], per: &str, decimals: usize) -> Result<()> {
+    for row in rows {
+        outln!(
+            "op={} {per}={:.decimals$} calls={}",
+            row["op"].as_str().unwrap_or(""),
+            row[per].as_f64().unwrap_or(0.0),
+            row["calls"]
+        )?;
+    }
+    Ok(())
+}
+
 /// The median wall time of `iters` runs of `f` after one warm-up run.
 fn median_time(iters: usize, mut f: impl FnMut()) -> Duration {
     f();
@@ -276,17 +307,7 @@ fn bench_step(args: &BenchArgs, peak: f64) -> Result<()> {
         train_step(&mut state, images, &labels, recipe.label_smoothing, 1e-3);
     };
     let t = median_time(args.iters, &mut step);
-    // One more pass of iters with the profiler on, for the breakdown.
-    profile::reset();
-    profile::set_enabled(true);
-    for _ in 0..args.iters {
-        step();
-    }
-    profile::set_enabled(false);
-    let breakdown: Vec<_> = profile::snapshot()
-        .into_iter()
-        .map(|(name, total, calls)| json!({ "op": name, "ms_per_step": total.as_secs_f64() * 1e3 / args.iters as f64, "calls": calls }))
-        .collect();
+    let breakdown = profiled(args.iters, "ms_per_step", &mut step);
     let flops = 3.0 * 2.0 * forward_macs_per_image(&recipe.network.layers()?) * n as f64;
     let step_ms = t.as_secs_f64() * 1e3;
     let epoch_seconds = step_ms / 1e3 * (50_000.0 / n as f64);
@@ -305,14 +326,7 @@ fn bench_step(args: &BenchArgs, peak: f64) -> Result<()> {
             gflops(flops, t),
             100.0 * gflops(flops, t) / peak
         )?;
-        for b in &breakdown {
-            outln!(
-                "op={} ms_per_step={:.3} calls={}",
-                b["op"].as_str().unwrap_or(""),
-                b["ms_per_step"].as_f64().unwrap_or(0.0),
-                b["calls"]
-            )?;
-        }
+        print_breakdown(&breakdown, "ms_per_step", 3)?;
     }
     Ok(())
 }
@@ -326,15 +340,7 @@ fn bench_eval(args: &BenchArgs, peak: f64) -> Result<()> {
         let _ = evaluate(&mut net, &data, &recipe.augment, recipe.label_smoothing);
     };
     let t = median_time(iters, &mut run);
-    // One more pass with the profiler on, for the breakdown.
-    profile::reset();
-    profile::set_enabled(true);
-    run();
-    profile::set_enabled(false);
-    let breakdown: Vec<_> = profile::snapshot()
-        .into_iter()
-        .map(|(name, total, calls)| json!({ "op": name, "ms": total.as_secs_f64() * 1e3, "calls": calls }))
-        .collect();
+    let breakdown = profiled(1, "ms", &mut run);
     let flops = 2.0 * forward_macs_per_image(&recipe.network.layers()?) * data.len() as f64;
     if args.json {
         outln!(
@@ -349,14 +355,7 @@ fn bench_eval(args: &BenchArgs, peak: f64) -> Result<()> {
             gflops(flops, t),
             100.0 * gflops(flops, t) / peak
         )?;
-        for b in &breakdown {
-            outln!(
-                "op={} ms={:.1} calls={}",
-                b["op"].as_str().unwrap_or(""),
-                b["ms"].as_f64().unwrap_or(0.0),
-                b["calls"]
-            )?;
-        }
+        print_breakdown(&breakdown, "ms", 1)?;
     }
     Ok(())
 }

@@ -47,6 +47,13 @@ impl RowLayout {
         }
     }
 
+    /// Where row `row_idx` of an image `[K, OH, OW]` (row k·OH + oh) starts in a group's
+    /// output buffer: at (k, ow = 0) of output row oh.
+    pub fn image_row_start(&self, row_idx: usize, oh_len: usize) -> usize {
+        let (k, oh) = (row_idx / oh_len, row_idx % oh_len);
+        oh * self.row_len + self.at(k, 0)
+    }
+
     /// The index of (k, ow) in a row.
     pub fn at(&self, k: usize, ow: usize) -> usize {
         (k / self.k_block) * self.block_len
@@ -130,8 +137,7 @@ pub(super) fn interleave_input(input: &[f32], ld: &LaneDims) -> Pooled {
             with_flat(image_len, |flat| {
                 transpose_to_lanes(images, image_len, flat);
                 for (row_idx, row) in flat.chunks_exact(d.w).enumerate() {
-                    let (c, y) = (row_idx / d.h, row_idx % d.h);
-                    let at = (c * ld.hp + y + d.padding) * ld.wp + d.padding;
+                    let at = ld.padded_row_start(row_idx);
                     group[at..at + d.w].copy_from_slice(row);
                 }
             })
@@ -153,8 +159,7 @@ pub(super) fn interleave_output(d_out: &[f32], ld: &LaneDims, rows: RowLayout) -
             with_flat(image_len, |flat| {
                 transpose_to_lanes(images, image_len, flat);
                 for (row_idx, row) in flat.chunks_exact(d.ow).enumerate() {
-                    let (k, oh) = (row_idx / d.oh, row_idx % d.oh);
-                    let at = oh * rows.row_len + rows.at(k, 0);
+                    let at = rows.image_row_start(row_idx, d.oh);
                     let dst = group[at..].iter_mut().step_by(rows.ow_stride);
                     for (v, value) in dst.zip(row) {
                         *v = *value;
@@ -183,8 +188,7 @@ pub(super) fn deinterleave_output(src: &[f32], ld: &LaneDims, rows: RowLayout) -
             let (group, _) = group.as_chunks::<LANES>();
             with_flat(image_len, |flat| {
                 for (row_idx, row) in flat.chunks_exact_mut(d.ow).enumerate() {
-                    let (k, oh) = (row_idx / d.oh, row_idx % d.oh);
-                    let at = oh * rows.row_len + rows.at(k, 0);
+                    let at = rows.image_row_start(row_idx, d.oh);
                     row.copy_from_slice(&group[at..at + d.ow]);
                 }
                 transpose_from_lanes(flat, images, image_len);
@@ -206,8 +210,7 @@ pub(super) fn deinterleave_input(src: &[f32], ld: &LaneDims) -> Tensor {
             let (group, _) = group.as_chunks::<LANES>();
             with_flat(image_len, |flat| {
                 for (row_idx, row) in flat.chunks_exact_mut(d.w).enumerate() {
-                    let (c, y) = (row_idx / d.h, row_idx % d.h);
-                    let at = (c * ld.hp + y + d.padding) * ld.wp + d.padding;
+                    let at = ld.padded_row_start(row_idx);
                     row.copy_from_slice(&group[at..at + d.w]);
                 }
                 transpose_from_lanes(flat, images, image_len);

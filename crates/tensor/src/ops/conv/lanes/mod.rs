@@ -145,6 +145,13 @@ impl LaneDims {
     fn group_input_len(&self) -> usize {
         self.d.c * self.hp * self.wp
     }
+
+    /// Where row `row_idx` of an image `[C, H, W]` (row c·H + y) starts in a group's
+    /// interleaved input: past the zero border, at (c, y + padding, padding).
+    fn padded_row_start(&self, row_idx: usize) -> usize {
+        let (c, y) = (row_idx / self.d.h, row_idx % self.d.h);
+        (c * self.hp + y + self.d.padding) * self.wp + self.d.padding
+    }
 }
 
 /// `[N, C, H, W] -> [N, K, OH, OW]`: bias, then one tile of KB × PB accumulators at a time,
