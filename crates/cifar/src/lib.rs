@@ -37,3 +37,17 @@ pub const TEST_FILE: &str = "test_batch.bin";
 
 /// The class names, one a line.
 pub const META_FILE: &str = "batches.meta.txt";
+
+/// The class names of the official `batches.meta.txt`, in label order.
+pub const CLASS_NAMES: [&str; N_CLASSES] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];

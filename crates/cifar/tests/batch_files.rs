@@ -6,21 +6,8 @@ use std::path::Path;
 
 use scratchnet_cifar::{
     load_class_names, load_test, load_train, read_batch_file, write_batch_file, CifarError,
-    Dataset, IMAGE_BYTES, N_CLASSES, RECORD_BYTES, TEST_FILE, TRAIN_FILES,
+    Dataset, CLASS_NAMES, IMAGE_BYTES, N_CLASSES, RECORD_BYTES, TEST_FILE, TRAIN_FILES,
 };
-
-const CLASS_NAMES: [&str; N_CLASSES] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
 
 /// `n_records` records whose pixels count up from `first_pixel` (wrapping at 256) and whose
 /// labels count up from `first_label` (wrapping at 10), so that no two fixtures agree.

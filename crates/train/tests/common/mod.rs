@@ -68,19 +68,8 @@ pub fn write_cifar_folder(dir: &Path) {
     }
     let test = synthetic_dataset(N_TRAIN_IMAGES, N_TEST_IMAGES);
     write_batch_file(&dir.join("test_batch.bin"), &test).unwrap();
-    let names = [
-        "airplane",
-        "automobile",
-        "bird",
-        "cat",
-        "deer",
-        "dog",
-        "frog",
-        "horse",
-        "ship",
-        "truck",
-    ];
-    std::fs::write(dir.join("batches.meta.txt"), names.join("\n") + "\n").unwrap();
+    let names = scratchnet_cifar::CLASS_NAMES.join("\n") + "\n";
+    std::fs::write(dir.join("batches.meta.txt"), names).unwrap();
 }
 
 /// A temporary folder holding a tiny CIFAR-10 folder at `<tmp>/cifar`.
