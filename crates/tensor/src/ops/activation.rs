@@ -10,11 +10,16 @@ use crate::tensor::Tensor;
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
 fn map(input: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
+    map_slices(input, |x, o| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)))
+}
+
+/// A fresh tensor, filled piece by piece by `f(input piece, output piece)`.
+fn map_slices(input: &Tensor, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Tensor {
     let mut out = Tensor::zeros(input.shape());
     out.data_mut()
         .par_chunks_mut(ELEMENTS_PER_TASK)
         .zip(input.data().par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+        .for_each(|(o, x)| f(x, o));
     out
 }
 
@@ -96,12 +101,7 @@ pub fn tanh_scalar(x: f32) -> f32 {
 
 /// y = tanh(x)
 pub fn tanh_forward(input: &Tensor) -> Tensor {
-    let mut out = Tensor::zeros(input.shape());
-    out.data_mut()
-        .par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(input.data().par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(o, x)| tanh_slice(x, o));
-    out
+    map_slices(input, tanh_slice)
 }
 
 /// y = tanh(x), overwriting x: `tanh_forward` for evaluation without a tape.
