@@ -10,7 +10,9 @@ use crate::tensor::Tensor;
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
 fn map(input: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
-    map_slices(input, |x, o| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)))
+    map_slices(input, |x, o| {
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x))
+    })
 }
 
 /// A fresh tensor, filled piece by piece by `f(input piece, output piece)`.

@@ -180,7 +180,7 @@ pub(super) fn lanes_forward(
         .enumerate()
         .for_each(|(task, out_row)| {
             let (group, oh) = (task / d.oh, task % d.oh);
-            let (x_group, _) = x[group * group_input_len..][..group_input_len].as_chunks::<LANES>();
+            let x_group = lane_group(&x, group, group_input_len);
             let (out_row, _) = out_row.as_chunks_mut::<LANES>();
             let args = (x_group, w.as_slice(), b.as_slice(), &ld, oh);
             match (kb, pb) {
@@ -196,6 +196,11 @@ pub(super) fn lanes_forward(
         deinterleave_output(&out, &ld, rows)
     });
     (out, x)
+}
+
+/// Lane group `group` of a buffer of groups of `group_len` f32 each, as vectors.
+fn lane_group(buf: &[f32], group: usize, group_len: usize) -> &[Lanes] {
+    buf[group * group_len..][..group_len].as_chunks::<LANES>().0
 }
 
 /// Gradients of `lanes_forward`, into fresh tensors: dW and db summed over the lane groups in
@@ -230,8 +235,8 @@ pub(super) fn lanes_backward(
     // db[k] = Σ_{oh,ow} d_out[k, oh, ow], one lane group per partial sum.
     let grads = profile::time("conv2d.lanes.weight_grad", || {
         sum_over_groups(ld.groups, 1, d.k * col_rows + d.k, |group, _, acc| {
-            let (x_group, _) = x[group * group_input_len..][..group_input_len].as_chunks::<LANES>();
-            let (g_group, _) = g[group * group_grad_len..][..group_grad_len].as_chunks::<LANES>();
+            let x_group = lane_group(x, group, group_input_len);
+            let g_group = lane_group(&g, group, group_grad_len);
             let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
             let args = (x_group, g_group, &ld, rows);
             match ld.tiles.weight_grad {
@@ -260,8 +265,7 @@ pub(super) fn lanes_backward(
                 .enumerate()
                 .for_each(|(task, d_plane)| {
                     let (group, c) = (task / d.c, task % d.c);
-                    let (g_group, _) =
-                        g[group * group_grad_len..][..group_grad_len].as_chunks::<LANES>();
+                    let g_group = lane_group(&g, group, group_grad_len);
                     let (d_plane, _) = d_plane.as_chunks_mut::<LANES>();
                     let args = (g_group, w.as_slice(), &ld, rows, c);
                     match (rb, pb) {
