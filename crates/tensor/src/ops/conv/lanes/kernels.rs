@@ -66,57 +66,59 @@ fn forward_row_with<S: Simd, const KB: usize, const PB: usize>(
 }
 
 /// What the weight-gradient kernel reads: a group's input `[C, HP, WP]`, its output gradient
-/// in rows by position `[OH, k_dw / KB, ow_dx, KB]`, the dims and that layout.
-pub(super) type WeightGradArgs<'a> = (&'a [Lanes], &'a [Lanes], &'a LaneDims, RowLayout);
+/// in rows by position `[OH, k_dw / KB, ow_dx, KB]`, the dims, that layout and the first
+/// output channel k0 of the block.
+pub(super) type WeightGradArgs<'a> = (&'a [Lanes], &'a [Lanes], &'a LaneDims, RowLayout, usize);
 
-simd_kernel!(narrow, pub(super) fn weight_grad_group<const KB: usize, const RB: usize>(
+simd_kernel!(narrow, pub(super) fn weight_grad_block<const KB: usize, const RB: usize>(
     args: WeightGradArgs<'_>,
     acc_w: &mut [f32],
-) => weight_grad_group_with);
+) => weight_grad_block_with);
 
-/// Adds one lane group's dW `[K, C·KH·KW]` into `acc_w`: KB × RB accumulators at a time, each
-/// summed over the output positions lane by lane and then across its lanes.
+/// Adds one lane group's dW of the KB output channels from k0, `[KB, C·KH·KW]`, into `acc_w`
+/// (rows past K untouched): KB × RB accumulators at a time, each summed over the output
+/// positions lane by lane and then across its lanes.
 #[inline(always)]
-fn weight_grad_group_with<S: Simd, const KB: usize, const RB: usize>(
+fn weight_grad_block_with<S: Simd, const KB: usize, const RB: usize>(
     s: S,
     args: WeightGradArgs<'_>,
     acc_w: &mut [f32],
 ) {
-    let (x, g, ld, rows) = args;
+    let (x, g, ld, rows, k0) = args;
     let d = &ld.d;
     let col_rows = d.col_rows();
-    for k0 in (0..d.k).step_by(KB) {
-        for c in 0..d.c {
-            for kh in 0..d.kh {
-                for kw0 in (0..d.kw).step_by(RB) {
-                    // acc[kk][rr] = Σ_{oh,ow} d_out[k0 + kk, oh, ow] · x[c, oh·s + kh, ow·s + kw0 + rr]
-                    let mut acc = [[s.splat(0.0); RB]; KB];
-                    for oh in 0..d.oh {
-                        let x_row = &x[(c * ld.hp + oh * d.stride + kh) * ld.wp..][..ld.wp];
-                        let g_block = &g[oh * rows.row_len + rows.at(k0, 0)..][..KB * d.ow];
-                        // Position ow: the gradient vectors of its KB channels, and the RB
-                        // input columns from ow·s + kw0 on.
-                        let (g_by_position, _) = g_block.as_chunks::<KB>();
-                        let x_seg = &x_row[kw0..];
-                        for ow in 0..d.ow {
-                            let g_v: [S::V; KB] =
-                                std::array::from_fn(|kk| s.load(&g_by_position[ow][kk]));
-                            for rr in 0..RB {
-                                let x_v = s.load(&x_seg[ow * d.stride + rr]);
-                                for (acc_k, &g_k) in acc.iter_mut().zip(&g_v) {
-                                    acc_k[rr] = s.mul_add(g_k, x_v, acc_k[rr]);
-                                }
+    let k_start = rows.at(k0, 0);
+    for c in 0..d.c {
+        for kh in 0..d.kh {
+            for kw0 in (0..d.kw).step_by(RB) {
+                // acc[kk][rr] = Σ_{oh,ow} d_out[k0 + kk, oh, ow] · x[c, oh·s + kh, ow·s + kw0 + rr]
+                let mut acc = [[s.splat(0.0); RB]; KB];
+                for oh in 0..d.oh {
+                    let x_row = &x[(c * ld.hp + oh * d.stride + kh) * ld.wp..][..ld.wp];
+                    let g_block = &g[oh * rows.row_len + k_start..][..KB * d.ow];
+                    // Position ow: the gradient vectors of its KB channels, and the RB input
+                    // columns from ow·s + kw0 on (taken as one array: one bounds check, not RB).
+                    let (g_by_position, _) = g_block.as_chunks::<KB>();
+                    let x_seg = &x_row[kw0..];
+                    for (ow, g_pos) in g_by_position.iter().enumerate() {
+                        let g_v: [S::V; KB] = std::array::from_fn(|kk| s.load(&g_pos[kk]));
+                        let x_window: &[Lanes; RB] = x_seg[ow * d.stride..]
+                            .first_chunk()
+                            .expect("the margin holds every tile's columns");
+                        for (rr, x_p) in x_window.iter().enumerate() {
+                            let x_v = s.load(x_p);
+                            for (acc_k, &g_k) in acc.iter_mut().zip(&g_v) {
+                                acc_k[rr] = s.mul_add(g_k, x_v, acc_k[rr]);
                             }
                         }
                     }
-                    for (kk, acc_k) in acc.iter().enumerate() {
-                        let k = k0 + kk;
-                        for (rr, acc_kr) in acc_k.iter().enumerate() {
-                            let kw = kw0 + rr;
-                            if k < d.k && kw < d.kw {
-                                let sum = lane_sum(&s.store(*acc_kr));
-                                acc_w[k * col_rows + (c * d.kh + kh) * d.kw + kw] += sum;
-                            }
+                }
+                for (kk, acc_k) in acc.iter().enumerate() {
+                    for (rr, acc_kr) in acc_k.iter().enumerate() {
+                        let kw = kw0 + rr;
+                        if k0 + kk < d.k && kw < d.kw {
+                            let sum = lane_sum(&s.store(*acc_kr));
+                            acc_w[kk * col_rows + (c * d.kh + kh) * d.kw + kw] += sum;
                         }
                     }
                 }
@@ -125,11 +127,18 @@ fn weight_grad_group_with<S: Simd, const KB: usize, const RB: usize>(
     }
 }
 
-/// Adds one lane group's db `[K]` into `acc_b`: each channel summed over its positions lane
-/// by lane, then across the lanes. `g` is in rows by position (`RowLayout::by_position`).
-pub(super) fn bias_grad_group(g: &[Lanes], ld: &LaneDims, rows: RowLayout, acc_b: &mut [f32]) {
+/// Adds one lane group's db of the output channels `k0..k0 + acc_b.len()` below K into
+/// `acc_b`: each channel summed over its positions lane by lane, then across the lanes. `g`
+/// is in rows by position (`RowLayout::by_position`).
+pub(super) fn bias_grad_block(
+    g: &[Lanes],
+    ld: &LaneDims,
+    rows: RowLayout,
+    k0: usize,
+    acc_b: &mut [f32],
+) {
     let d = &ld.d;
-    for (k, b) in acc_b.iter_mut().enumerate() {
+    for (k, b) in (k0..d.k).zip(acc_b.iter_mut()) {
         let mut acc = [0.0f32; super::LANES];
         let k_start = rows.at(k, 0);
         for oh in 0..d.oh {

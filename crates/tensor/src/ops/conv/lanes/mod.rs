@@ -33,7 +33,6 @@
 use rayon::prelude::*;
 
 use super::{ConvDims, ConvGrads};
-use crate::parallel::sum_over_groups;
 use crate::profile;
 use crate::tensor::Tensor;
 
@@ -41,7 +40,7 @@ mod kernels;
 mod layout;
 mod pool;
 
-use kernels::{bias_grad_group, forward_row, input_grad_plane, weight_grad_group};
+use kernels::{bias_grad_block, forward_row, input_grad_plane, weight_grad_block};
 use layout::{
     deinterleave_input, deinterleave_output, interleave_input, interleave_output,
     weight_by_channel_blocks, weight_by_column_blocks, RowLayout,
@@ -232,25 +231,49 @@ pub(super) fn lanes_backward(
     let group_grad_len = d.oh * rows.row_len * LANES;
 
     // dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw] and
-    // db[k] = Σ_{oh,ow} d_out[k, oh, ow], one lane group per partial sum.
-    let grads = profile::time("conv2d.lanes.weight_grad", || {
-        sum_over_groups(ld.groups, 1, d.k * col_rows + d.k, |group, _, acc| {
-            let x_group = lane_group(x, group, group_input_len);
-            let g_group = lane_group(&g, group, group_grad_len);
-            let (acc_w, acc_b) = acc.split_at_mut(d.k * col_rows);
-            let args = (x_group, g_group, &ld, rows);
-            match ld.tiles.weight_grad {
-                (2, 5) => weight_grad_group::<2, 5>(args, acc_w),
-                (4, 3) => weight_grad_group::<4, 3>(args, acc_w),
-                (2, 3) => weight_grad_group::<2, 3>(args, acc_w),
-                tile => unreachable!("no weight-gradient kernel for the tile {tile:?}"),
+    // db[k] = Σ_{oh,ow} d_out[k, oh, ow]: one task per (lane group, block of KB output
+    // channels), so that two threads share even a batch of 7 groups evenly; then the groups'
+    // partial sums are added in group order.
+    let (d_weight, d_bias) = profile::time("conv2d.lanes.weight_grad", || {
+        let (kb, _) = ld.tiles.weight_grad;
+        let k_blocks = ld.k_dw / kb;
+        let mut partial_w = vec![0.0f32; ld.groups * ld.k_dw * col_rows];
+        let mut partial_b = vec![0.0f32; ld.groups * ld.k_dw];
+        partial_w
+            .par_chunks_mut(kb * col_rows)
+            .zip(partial_b.par_chunks_mut(kb))
+            .enumerate()
+            .for_each(|(task, (acc_w, acc_b))| {
+                let (group, k0) = (task / k_blocks, task % k_blocks * kb);
+                let x_group = lane_group(x, group, group_input_len);
+                let g_group = lane_group(&g, group, group_grad_len);
+                let args = (x_group, g_group, &ld, rows, k0);
+                match ld.tiles.weight_grad {
+                    (2, 5) => weight_grad_block::<2, 5>(args, acc_w),
+                    (4, 3) => weight_grad_block::<4, 3>(args, acc_w),
+                    (2, 3) => weight_grad_block::<2, 3>(args, acc_w),
+                    tile => unreachable!("no weight-gradient kernel for the tile {tile:?}"),
+                }
+                bias_grad_block(g_group, &ld, rows, k0, acc_b);
+            });
+        let mut d_weight = vec![0.0f32; d.k * col_rows];
+        let mut d_bias = vec![0.0f32; d.k];
+        for (group_w, group_b) in partial_w
+            .chunks(ld.k_dw * col_rows)
+            .zip(partial_b.chunks(ld.k_dw))
+        {
+            for (total, p) in d_weight.iter_mut().zip(group_w) {
+                *total += p;
             }
-            bias_grad_group(g_group, &ld, rows, acc_b);
-        })
+            for (total, p) in d_bias.iter_mut().zip(group_b) {
+                *total += p;
+            }
+        }
+        (
+            Tensor::from_vec(weight.shape(), d_weight),
+            Tensor::from_vec(&[d.k], d_bias),
+        )
     });
-    let (d_weight, d_bias) = grads.split_at(d.k * col_rows);
-    let d_weight = Tensor::from_vec(weight.shape(), d_weight.to_vec());
-    let d_bias = Tensor::from_vec(&[d.k], d_bias.to_vec());
 
     // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow], one task per
     // (lane group, input channel) plane.
