@@ -25,6 +25,8 @@ pub trait Simd: Copy {
     fn store(self, v: Self::V) -> [f32; WIDTH];
     /// `a · b + c`, each lane rounded once.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// The 8 x 8 transpose: lane l of `out[i]` is lane i of `rows[l]`.
+    fn transpose(self, rows: [Self::V; WIDTH]) -> [Self::V; WIDTH];
 }
 
 /// Lane by lane, on any CPU.
@@ -53,6 +55,11 @@ impl Simd for Portable {
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         std::array::from_fn(|l| a[l].mul_add(b[l], c[l]))
     }
+
+    #[inline(always)]
+    fn transpose(self, rows: [Self::V; WIDTH]) -> [Self::V; WIDTH] {
+        std::array::from_fn(|i| std::array::from_fn(|l| rows[l][i]))
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -62,7 +69,8 @@ pub use x86::Avx2Fma;
 #[allow(unsafe_code)]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
+        __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_set1_ps,
+        _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
     };
 
     use super::{Simd, WIDTH};
@@ -112,6 +120,39 @@ mod x86 {
         fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
             unsafe { _mm256_fmadd_ps(a, b, c) }
         }
+
+        /// In three rounds of shuffles: pairs of rows interleaved (unpack), then pairs of
+        /// pairs (shuffle), then the 128-bit halves swapped across (permute).
+        #[inline(always)]
+        fn transpose(self, rows: [__m256; WIDTH]) -> [__m256; WIDTH] {
+            let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+            unsafe {
+                // t0 = (r0[0], r1[0], r0[1], r1[1] | r0[4], r1[4], r0[5], r1[5]), and so on
+                let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+                let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+                let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+                let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+                // s0 = (r0[0], r1[0], r2[0], r3[0] | r0[4], r1[4], r2[4], r3[4]), and so on
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ]
+            }
+        }
     }
 }
 
@@ -160,6 +201,25 @@ mod tests {
         let b = s.splat(0.3);
         let c = s.load(&[0.1, 0.2, 0.3, 0.4, -0.5, 0.6, 0.7, f32::MAX]);
         s.store(s.mul_add(a, b, s.mul_add(b, c, a)))
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_lanes_on_both_types() {
+        fn run<S: Simd>(s: S) -> [[f32; WIDTH]; WIDTH] {
+            let rows: [[f32; WIDTH]; WIDTH] =
+                std::array::from_fn(|r| std::array::from_fn(|l| (10 * r + l) as f32));
+            s.transpose(rows.map(|r| s.load(&r))).map(|v| s.store(v))
+        }
+        let portable = run(Portable);
+        for (i, col) in portable.iter().enumerate() {
+            for (l, &v) in col.iter().enumerate() {
+                assert_eq!(v, (10 * l + i) as f32, "lane {l} of column {i}");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx) = Avx2Fma::detect() {
+            assert_eq!(run(avx), portable);
+        }
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! Interleaving a batch into lane groups and back, and the weight layouts the kernels read.
 //! Shapes as in the parent module.
 
-use std::cell::RefCell;
-
-use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::pool::{Pooled, Role};
 use super::{LaneDims, Lanes, LANES};
 use crate::ops::conv::ConvDims;
+use crate::simd::{simd_kernel, Simd};
 use crate::tensor::Tensor;
 
 /// Where one lane group's output (or output gradient) row `oh` keeps the vector of
@@ -62,159 +60,133 @@ impl RowLayout {
     }
 }
 
-thread_local! {
-    /// One lane group in image order, `[image_len]` vectors: the step between the images
-    /// and a padded layout, reused by every call on this thread.
-    static FLAT: RefCell<Vec<Lanes>> = const { RefCell::new(Vec::new()) };
+simd_kernel!(narrow, fn rows_to_lanes<>(
+    src: [&[f32]; LANES],
+    dst: &mut [Lanes],
+    stride: usize,
+) => rows_to_lanes_with);
+
+/// Moves `LANES` image rows into vectors: lane l of `dst[i · stride]` = `src[l][i]`. Blocks
+/// of L columns of the L rows are transposed as L x L squares (moves only: the same values
+/// on every code path).
+#[inline(always)]
+fn rows_to_lanes_with<S: Simd>(s: S, src: [&[f32]; LANES], dst: &mut [Lanes], stride: usize) {
+    let len = src[0].len();
+    let blocked = len - len % LANES;
+    for x0 in (0..blocked).step_by(LANES) {
+        let square: [S::V; LANES] =
+            std::array::from_fn(|l| s.load(src[l][x0..].first_chunk().expect("L values")));
+        for (i, column) in s.transpose(square).into_iter().enumerate() {
+            dst[(x0 + i) * stride] = s.store(column);
+        }
+    }
+    for i in blocked..len {
+        dst[i * stride] = std::array::from_fn(|l| src[l][i]);
+    }
 }
 
-/// Runs `f` on this thread's flat buffer of `len` vectors (contents unspecified).
-fn with_flat<T>(len: usize, f: impl FnOnce(&mut [Lanes]) -> T) -> T {
-    FLAT.with(|cell| {
-        let mut flat = cell.borrow_mut();
-        if flat.len() < len {
-            flat.resize(len, [0.0; LANES]);
-        }
-        f(&mut flat[..len])
+/// The L images of `group` in `batch` (`[N, image_len]`): lane l reads image group·L + l,
+/// or `zeros` (at least `image_len` long) past the last image.
+fn group_images<'a>(
+    batch: &'a [f32],
+    image_len: usize,
+    group: usize,
+    zeros: &'a [f32],
+) -> [&'a [f32]; LANES] {
+    std::array::from_fn(|l| {
+        let at = (group * LANES + l) * image_len;
+        batch.get(at..at + image_len).unwrap_or_else(|| &zeros[..image_len])
     })
-}
-
-/// `flat[i]` = value i of each image in `images` (`[n, image_len]`, n <= L): lane l from image
-/// l, zero in the lanes past the last image. Blocks of L values of the L images are
-/// transposed as L x L squares. Also compiled for AVX2 (moves only: the same values).
-#[multiversion(targets("x86_64+avx2"))]
-fn transpose_to_lanes(images: &[f32], image_len: usize, flat: &mut [Lanes]) {
-    let n_images = images.len() / image_len;
-    let rows: [&[f32]; LANES] = std::array::from_fn(|l| {
-        let image = l.min(n_images - 1);
-        &images[image * image_len..][..image_len]
-    });
-    let (blocks, _) = flat.as_chunks_mut::<LANES>();
-    let n_blocked = blocks.len() * LANES;
-    for (b, block) in blocks.iter_mut().enumerate() {
-        let square: [Lanes; LANES] =
-            std::array::from_fn(|l| *rows[l][b * LANES..].first_chunk().expect("L values"));
-        *block = std::array::from_fn(|i| std::array::from_fn(|l| square[l][i]));
-    }
-    for (i, v) in flat.iter_mut().enumerate().skip(n_blocked) {
-        *v = std::array::from_fn(|l| rows[l][i]);
-    }
-    // The lanes past the last image were filled with copies of it: clear them.
-    if n_images < LANES {
-        for v in flat.iter_mut() {
-            v[n_images..].fill(0.0);
-        }
-    }
-}
-
-/// The inverse of `transpose_to_lanes`: value i of image l is lane l of `flat[i]`, for the
-/// images in `images`. Also compiled for AVX2.
-#[multiversion(targets("x86_64+avx2"))]
-fn transpose_from_lanes(flat: &[Lanes], images: &mut [f32], image_len: usize) {
-    let (blocks, _) = flat.as_chunks::<LANES>();
-    for (l, image) in images.chunks_mut(image_len).enumerate() {
-        let (image_blocks, _) = image.as_chunks_mut::<LANES>();
-        for (out, block) in image_blocks.iter_mut().zip(blocks) {
-            *out = std::array::from_fn(|i| block[i][l]);
-        }
-        for (i, value) in image.iter_mut().enumerate().skip(blocks.len() * LANES) {
-            *value = flat[i][l];
-        }
-    }
 }
 
 /// `[N, C, H, W]` -> `[groups, C, HP, WP]` vectors: image `g·L + l` in lane `l` of group `g`,
 /// zeros in the border, the margin and the lanes past N (a buffer from the pool: every
-/// value but the padding is written).
+/// value but the padding is written). One task per (group, channel) plane.
 pub(super) fn interleave_input(input: &[f32], ld: &LaneDims) -> Pooled {
     let d = &ld.d;
-    let image_len = d.c * d.h * d.w;
+    let (plane, image_len) = (d.h * d.w, d.c * d.h * d.w);
+    let zeros = vec![0.0f32; if d.n % LANES == 0 { 0 } else { image_len }];
     let mut out = Pooled::take(Role::Input, *ld, ld.groups * ld.group_input_len() * LANES);
-    out.par_chunks_mut(ld.group_input_len() * LANES)
-        .zip(input.par_chunks(LANES * image_len))
-        .for_each(|(group, images)| {
-            let (group, _) = group.as_chunks_mut::<LANES>();
-            with_flat(image_len, |flat| {
-                transpose_to_lanes(images, image_len, flat);
-                for (row_idx, row) in flat.chunks_exact(d.w).enumerate() {
-                    let at = ld.padded_row_start(row_idx);
-                    group[at..at + d.w].copy_from_slice(row);
-                }
-            })
+    out.par_chunks_mut(ld.hp * ld.wp * LANES)
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let (group, c) = (task / d.c, task % d.c);
+            let images = group_images(input, image_len, group, &zeros);
+            let (dst, _) = dst.as_chunks_mut::<LANES>();
+            for y in 0..d.h {
+                let src = images.map(|image| &image[c * plane + y * d.w..][..d.w]);
+                let at = ld.padded_row_start(y);
+                rows_to_lanes(src, &mut dst[at..at + d.w], 1);
+            }
         });
     out
 }
 
 /// `[N, K, OH, OW]` -> `[groups, OH, ...]` vectors in the row layout `rows`, zeros in the
-/// padding: the layout the backward kernels read the output gradient in.
+/// padding: the layout the backward kernels read the output gradient in. One task per
+/// (group, output row).
 pub(super) fn interleave_output(d_out: &[f32], ld: &LaneDims, rows: RowLayout) -> Pooled {
     let d = &ld.d;
     let image_len = d.k * d.oh * d.ow;
-    let group_len = d.oh * rows.row_len;
-    let mut out = Pooled::take(Role::OutputGrad, *ld, ld.groups * group_len * LANES);
-    out.par_chunks_mut(group_len * LANES)
-        .zip(d_out.par_chunks(LANES * image_len))
-        .for_each(|(group, images)| {
-            let (group, _) = group.as_chunks_mut::<LANES>();
-            with_flat(image_len, |flat| {
-                transpose_to_lanes(images, image_len, flat);
-                for (row_idx, row) in flat.chunks_exact(d.ow).enumerate() {
-                    let at = rows.image_row_start(row_idx, d.oh);
-                    let dst = group[at..].iter_mut().step_by(rows.ow_stride);
-                    for (v, value) in dst.zip(row) {
-                        *v = *value;
-                    }
-                }
-            })
+    let zeros = vec![0.0f32; if d.n % LANES == 0 { 0 } else { image_len }];
+    let mut out = Pooled::take(Role::OutputGrad, *ld, ld.groups * d.oh * rows.row_len * LANES);
+    out.par_chunks_mut(rows.row_len * LANES)
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let (group, oh) = (task / d.oh, task % d.oh);
+            let images = group_images(d_out, image_len, group, &zeros);
+            let (dst, _) = dst.as_chunks_mut::<LANES>();
+            for k in 0..d.k {
+                let src = images.map(|image| &image[(k * d.oh + oh) * d.ow..][..d.ow]);
+                rows_to_lanes(src, &mut dst[rows.at(k, 0)..], rows.ow_stride);
+            }
         });
     out
 }
 
+/// Lane `l` of `src[i]` into `dst[i]`, for every i of `dst`.
+fn lane_of(src: &[Lanes], l: usize, dst: &mut [f32]) {
+    for (v, s) in dst.iter_mut().zip(src) {
+        *v = s[l];
+    }
+}
+
 /// The inverse of `interleave_output` for rows by channel: `[groups, OH, K', OW']` vectors ->
-/// `[N, K, OH, OW]`.
+/// `[N, K, OH, OW]`, one task per image.
 pub(super) fn deinterleave_output(src: &[f32], ld: &LaneDims, rows: RowLayout) -> Tensor {
     let d = &ld.d;
-    let image_len = d.k * d.oh * d.ow;
-    let group_len = d.oh * rows.row_len;
+    let group_len = d.oh * rows.row_len * LANES;
     assert_eq!(
         rows.ow_stride, 1,
         "deinterleave_output reads rows by channel"
     );
     let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
     out.data_mut()
-        .par_chunks_mut(LANES * image_len)
-        .zip(src.par_chunks(group_len * LANES))
-        .for_each(|(images, group)| {
-            let (group, _) = group.as_chunks::<LANES>();
-            with_flat(image_len, |flat| {
-                for (row_idx, row) in flat.chunks_exact_mut(d.ow).enumerate() {
-                    let at = rows.image_row_start(row_idx, d.oh);
-                    row.copy_from_slice(&group[at..at + d.ow]);
-                }
-                transpose_from_lanes(flat, images, image_len);
-            })
+        .par_chunks_mut(d.k * d.oh * d.ow)
+        .enumerate()
+        .for_each(|(n, image)| {
+            let group = super::lane_group(src, n / LANES, group_len);
+            for (row_idx, row) in image.chunks_exact_mut(d.ow).enumerate() {
+                lane_of(&group[rows.image_row_start(row_idx, d.oh)..], n % LANES, row);
+            }
         });
     out
 }
 
 /// The inverse of `interleave_input`, dropping the border: `[groups, C, HP, WP]` vectors ->
-/// `[N, C, H, W]`.
+/// `[N, C, H, W]`, one task per image.
 pub(super) fn deinterleave_input(src: &[f32], ld: &LaneDims) -> Tensor {
     let d = &ld.d;
-    let image_len = d.c * d.h * d.w;
+    let group_len = ld.group_input_len() * LANES;
     let mut out = Tensor::zeros(&[d.n, d.c, d.h, d.w]);
     out.data_mut()
-        .par_chunks_mut(LANES * image_len)
-        .zip(src.par_chunks(ld.group_input_len() * LANES))
-        .for_each(|(images, group)| {
-            let (group, _) = group.as_chunks::<LANES>();
-            with_flat(image_len, |flat| {
-                for (row_idx, row) in flat.chunks_exact_mut(d.w).enumerate() {
-                    let at = ld.padded_row_start(row_idx);
-                    row.copy_from_slice(&group[at..at + d.w]);
-                }
-                transpose_from_lanes(flat, images, image_len);
-            })
+        .par_chunks_mut(d.c * d.h * d.w)
+        .enumerate()
+        .for_each(|(n, image)| {
+            let group = super::lane_group(src, n / LANES, group_len);
+            for (row_idx, row) in image.chunks_exact_mut(d.w).enumerate() {
+                lane_of(&group[ld.padded_row_start(row_idx)..], n % LANES, row);
+            }
         });
     out
 }
