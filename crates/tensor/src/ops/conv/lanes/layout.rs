@@ -1,13 +1,9 @@
 //! Interleaving a batch into lane groups and back, and the weight layouts the kernels read.
 //! Shapes as in the parent module.
 
-use rayon::prelude::*;
-
-use super::pool::{Pooled, Role};
 use super::{LaneDims, Lanes, LANES};
 use crate::ops::conv::ConvDims;
 use crate::simd::{simd_kernel, Simd};
-use crate::tensor::Tensor;
 
 /// Where one lane group's output (or output gradient) row `oh` keeps the vector of
 /// (k, ow): at `oh·row_len + (k / k_block)·block_len + ow·k_block + k % k_block` for rows by
@@ -85,110 +81,123 @@ fn rows_to_lanes_with<S: Simd>(s: S, src: [&[f32]; LANES], dst: &mut [Lanes], st
     }
 }
 
-/// The L images of `group` in `batch` (`[N, image_len]`): lane l reads image group·L + l,
-/// or `zeros` (at least `image_len` long) past the last image.
-fn group_images<'a>(
-    batch: &'a [f32],
+simd_kernel!(narrow, fn lanes_to_rows<>(
+    src: &[Lanes],
+    images: &mut [f32],
     image_len: usize,
-    group: usize,
-    zeros: &'a [f32],
-) -> [&'a [f32]; LANES] {
-    std::array::from_fn(|l| {
-        let at = (group * LANES + l) * image_len;
-        batch.get(at..at + image_len).unwrap_or_else(|| &zeros[..image_len])
-    })
-}
+    row_start: usize,
+) => lanes_to_rows_with);
 
-/// `[N, C, H, W]` -> `[groups, C, HP, WP]` vectors: image `g·L + l` in lane `l` of group `g`,
-/// zeros in the border, the margin and the lanes past N (a buffer from the pool: every
-/// value but the padding is written). One task per (group, channel) plane.
-pub(super) fn interleave_input(input: &[f32], ld: &LaneDims) -> Pooled {
-    let d = &ld.d;
-    let (plane, image_len) = (d.h * d.w, d.c * d.h * d.w);
-    let zeros = vec![0.0f32; if d.n % LANES == 0 { 0 } else { image_len }];
-    let mut out = Pooled::take(Role::Input, *ld, ld.groups * ld.group_input_len() * LANES);
-    out.par_chunks_mut(ld.hp * ld.wp * LANES)
-        .enumerate()
-        .for_each(|(task, dst)| {
-            let (group, c) = (task / d.c, task % d.c);
-            let images = group_images(input, image_len, group, &zeros);
-            let (dst, _) = dst.as_chunks_mut::<LANES>();
-            for y in 0..d.h {
-                let src = images.map(|image| &image[c * plane + y * d.w..][..d.w]);
-                let at = ld.padded_row_start(y);
-                rows_to_lanes(src, &mut dst[at..at + d.w], 1);
-            }
-        });
-    out
-}
-
-/// `[N, K, OH, OW]` -> `[groups, OH, ...]` vectors in the row layout `rows`, zeros in the
-/// padding: the layout the backward kernels read the output gradient in. One task per
-/// (group, output row).
-pub(super) fn interleave_output(d_out: &[f32], ld: &LaneDims, rows: RowLayout) -> Pooled {
-    let d = &ld.d;
-    let image_len = d.k * d.oh * d.ow;
-    let zeros = vec![0.0f32; if d.n % LANES == 0 { 0 } else { image_len }];
-    let mut out = Pooled::take(Role::OutputGrad, *ld, ld.groups * d.oh * rows.row_len * LANES);
-    out.par_chunks_mut(rows.row_len * LANES)
-        .enumerate()
-        .for_each(|(task, dst)| {
-            let (group, oh) = (task / d.oh, task % d.oh);
-            let images = group_images(d_out, image_len, group, &zeros);
-            let (dst, _) = dst.as_chunks_mut::<LANES>();
-            for k in 0..d.k {
-                let src = images.map(|image| &image[(k * d.oh + oh) * d.ow..][..d.ow]);
-                rows_to_lanes(src, &mut dst[rows.at(k, 0)..], rows.ow_stride);
-            }
-        });
-    out
-}
-
-/// Lane `l` of `src[i]` into `dst[i]`, for every i of `dst`.
-fn lane_of(src: &[Lanes], l: usize, dst: &mut [f32]) {
-    for (v, s) in dst.iter_mut().zip(src) {
-        *v = s[l];
+/// The inverse of `rows_to_lanes` for one row of each image in `images` (`[n, image_len]`,
+/// n <= L): `images[l][row_start + i]` = lane l of `src[i]`, for every i of `src`.
+#[inline(always)]
+fn lanes_to_rows_with<S: Simd>(
+    s: S,
+    src: &[Lanes],
+    images: &mut [f32],
+    image_len: usize,
+    row_start: usize,
+) {
+    let n_images = images.len() / image_len;
+    let (blocks, rest) = src.as_chunks::<LANES>();
+    for (b, block) in blocks.iter().enumerate() {
+        let columns: [S::V; LANES] = std::array::from_fn(|i| s.load(&block[i]));
+        for (l, row) in s.transpose(columns).into_iter().take(n_images).enumerate() {
+            let at = l * image_len + row_start + b * LANES;
+            images[at..at + LANES].copy_from_slice(&s.store(row));
+        }
+    }
+    let done = blocks.len() * LANES;
+    for (l, image) in images.chunks_exact_mut(image_len).enumerate() {
+        for (i, v) in rest.iter().enumerate() {
+            image[row_start + done + i] = v[l];
+        }
     }
 }
 
-/// The inverse of `interleave_output` for rows by channel: `[groups, OH, K', OW']` vectors ->
-/// `[N, K, OH, OW]`, one task per image.
-pub(super) fn deinterleave_output(src: &[f32], ld: &LaneDims, rows: RowLayout) -> Tensor {
-    let d = &ld.d;
-    let group_len = d.oh * rows.row_len * LANES;
-    assert_eq!(
-        rows.ow_stride, 1,
-        "deinterleave_output reads rows by channel"
-    );
-    let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
-    out.data_mut()
-        .par_chunks_mut(d.k * d.oh * d.ow)
-        .enumerate()
-        .for_each(|(n, image)| {
-            let group = super::lane_group(src, n / LANES, group_len);
-            for (row_idx, row) in image.chunks_exact_mut(d.ow).enumerate() {
-                lane_of(&group[rows.image_row_start(row_idx, d.oh)..], n % LANES, row);
-            }
-        });
-    out
+/// The L rows from `at` of the images in `images` (`[n, image_len]`, n <= L), `len` values
+/// each; `zeros` (at least `len` long) stands in past the last image.
+fn image_rows<'a>(
+    images: &'a [f32],
+    image_len: usize,
+    at: usize,
+    len: usize,
+    zeros: &'a [f32],
+) -> [&'a [f32]; LANES] {
+    std::array::from_fn(|l| {
+        let start = l * image_len + at;
+        images.get(start..start + len).unwrap_or(&zeros[..len])
+    })
 }
 
-/// The inverse of `interleave_input`, dropping the border: `[groups, C, HP, WP]` vectors ->
-/// `[N, C, H, W]`, one task per image.
-pub(super) fn deinterleave_input(src: &[f32], ld: &LaneDims) -> Tensor {
+/// One lane group's images `[n, C, H, W]` (n <= L) -> its `[C, HP, WP]` vectors: image l in
+/// lane l, zeros in the lanes past n; the border and the margin are left as they are (zero
+/// in a buffer from the pool).
+pub(super) fn interleave_input_group(images: &[f32], ld: &LaneDims, group: &mut [f32]) {
     let d = &ld.d;
-    let group_len = ld.group_input_len() * LANES;
-    let mut out = Tensor::zeros(&[d.n, d.c, d.h, d.w]);
-    out.data_mut()
-        .par_chunks_mut(d.c * d.h * d.w)
-        .enumerate()
-        .for_each(|(n, image)| {
-            let group = super::lane_group(src, n / LANES, group_len);
-            for (row_idx, row) in image.chunks_exact_mut(d.w).enumerate() {
-                lane_of(&group[ld.padded_row_start(row_idx)..], n % LANES, row);
-            }
-        });
-    out
+    let image_len = d.c * d.h * d.w;
+    let zeros = vec![0.0f32; d.w];
+    let (group, _) = group.as_chunks_mut::<LANES>();
+    for row_idx in 0..d.c * d.h {
+        let src = image_rows(images, image_len, row_idx * d.w, d.w, &zeros);
+        let at = ld.padded_row_start(row_idx);
+        rows_to_lanes(src, &mut group[at..at + d.w], 1);
+    }
+}
+
+/// One lane group's output gradients `[n, K, OH, OW]` (n <= L) -> `[OH, ...]` vectors in
+/// the row layout `rows`, zeros in the lanes past n: the layout the backward kernels read.
+pub(super) fn interleave_output_group(
+    images: &[f32],
+    ld: &LaneDims,
+    rows: RowLayout,
+    group: &mut [f32],
+) {
+    let d = &ld.d;
+    let image_len = d.k * d.oh * d.ow;
+    let zeros = vec![0.0f32; d.ow];
+    let (group, _) = group.as_chunks_mut::<LANES>();
+    for row_idx in 0..d.k * d.oh {
+        let src = image_rows(images, image_len, row_idx * d.ow, d.ow, &zeros);
+        let at = rows.image_row_start(row_idx, d.oh);
+        rows_to_lanes(src, &mut group[at..], rows.ow_stride);
+    }
+}
+
+/// The inverse of `interleave_output_group` for rows by channel: one lane group's
+/// `[OH, K', OW']` vectors -> its images `[n, K, OH, OW]`.
+pub(super) fn deinterleave_output_group(
+    group: &[f32],
+    ld: &LaneDims,
+    rows: RowLayout,
+    images: &mut [f32],
+) {
+    let d = &ld.d;
+    assert_eq!(
+        rows.ow_stride, 1,
+        "deinterleave_output_group reads rows by channel"
+    );
+    let (group, _) = group.as_chunks::<LANES>();
+    for row_idx in 0..d.k * d.oh {
+        let at = rows.image_row_start(row_idx, d.oh);
+        lanes_to_rows(
+            &group[at..at + d.ow],
+            images,
+            d.k * d.oh * d.ow,
+            row_idx * d.ow,
+        );
+    }
+}
+
+/// The inverse of `interleave_input_group`, dropping the border: one lane group's
+/// `[C, HP, WP]` vectors -> its images `[n, C, H, W]`.
+pub(super) fn deinterleave_input_group(group: &[f32], ld: &LaneDims, images: &mut [f32]) {
+    let d = &ld.d;
+    let (group, _) = group.as_chunks::<LANES>();
+    for row_idx in 0..d.c * d.h {
+        let at = ld.padded_row_start(row_idx);
+        lanes_to_rows(&group[at..at + d.w], images, d.c * d.h * d.w, row_idx * d.w);
+    }
 }
 
 /// `weight [K, C, KH, KW]` -> blocks of `rows` output channels, `[K / rows, C·KH·KW, rows]`,

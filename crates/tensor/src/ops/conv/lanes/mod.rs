@@ -33,7 +33,6 @@
 use rayon::prelude::*;
 
 use super::{ConvDims, ConvGrads};
-use crate::profile;
 use crate::tensor::Tensor;
 
 mod kernels;
@@ -42,8 +41,8 @@ mod pool;
 
 use kernels::{bias_grad_block, forward_row, input_grad_plane, weight_grad_block};
 use layout::{
-    deinterleave_input, deinterleave_output, interleave_input, interleave_output,
-    weight_by_channel_blocks, weight_by_column_blocks, RowLayout,
+    deinterleave_input_group, deinterleave_output_group, interleave_input_group,
+    interleave_output_group, weight_by_channel_blocks, weight_by_column_blocks, RowLayout,
 };
 pub use pool::Pooled;
 use pool::Role;
@@ -153,8 +152,9 @@ impl LaneDims {
     }
 }
 
-/// `[N, C, H, W] -> [N, K, OH, OW]`: bias, then one tile of KB × PB accumulators at a time,
-/// each lane group's output rows in parallel.
+/// `[N, C, H, W] -> [N, K, OH, OW]`: bias, then one tile of KB × PB accumulators at a time.
+/// One task per lane group interleaves its images, computes its output rows (each row a task
+/// of its own, for an idle thread to take) and de-interleaves its output.
 ///
 /// Also returns the interleaved input, which the backward pass reads again.
 pub(super) fn lanes_forward(
@@ -165,35 +165,40 @@ pub(super) fn lanes_forward(
 ) -> (Tensor, Pooled) {
     let ld = LaneDims::new(*d);
     let (kb, pb) = ld.tiles.forward;
-    let x = profile::time("conv2d.lanes.interleave", || {
-        interleave_input(input.data(), &ld)
-    });
     let w = weight_by_channel_blocks(weight.data(), d, kb);
     let mut b = bias.data().to_vec();
     b.resize(ld.k_fwd, 0.0);
 
     let rows = RowLayout::by_channel(ld.k_fwd, ld.ow_fwd);
     let group_input_len = ld.group_input_len() * LANES;
-    let mut out = Pooled::take(Role::Output, ld, ld.groups * d.oh * rows.row_len * LANES);
-    out.par_chunks_mut(rows.row_len * LANES)
-        .enumerate()
-        .for_each(|(task, out_row)| {
-            let (group, oh) = (task / d.oh, task % d.oh);
-            let x_group = lane_group(&x, group, group_input_len);
-            let (out_row, _) = out_row.as_chunks_mut::<LANES>();
-            let args = (x_group, w.as_slice(), b.as_slice(), &ld, oh);
-            match (kb, pb) {
-                (6, 4) => forward_row::<6, 4>(args, out_row),
-                (4, 5) => forward_row::<4, 5>(args, out_row),
-                (3, 4) => forward_row::<3, 4>(args, out_row),
-                (2, 6) => forward_row::<2, 6>(args, out_row),
-                (2, 5) => forward_row::<2, 5>(args, out_row),
-                tile => unreachable!("no forward kernel for the tile {tile:?}"),
-            }
+    let group_out_len = d.oh * rows.row_len * LANES;
+    let mut x = Pooled::take(Role::Input, ld, ld.groups * group_input_len);
+    let mut out_lanes = Pooled::take(Role::Output, ld, ld.groups * group_out_len);
+    let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
+    x.par_chunks_mut(group_input_len)
+        .zip(out_lanes.par_chunks_mut(group_out_len))
+        .zip(input.data().par_chunks(LANES * d.c * d.h * d.w))
+        .zip(out.data_mut().par_chunks_mut(LANES * d.k * d.oh * d.ow))
+        .for_each(|(((x_group, out_group), images), out_images)| {
+            interleave_input_group(images, &ld, x_group);
+            let (x_group, _) = x_group.as_chunks::<LANES>();
+            out_group
+                .par_chunks_mut(rows.row_len * LANES)
+                .enumerate()
+                .for_each(|(oh, out_row)| {
+                    let (out_row, _) = out_row.as_chunks_mut::<LANES>();
+                    let args = (x_group, w.as_slice(), b.as_slice(), &ld, oh);
+                    match (kb, pb) {
+                        (6, 4) => forward_row::<6, 4>(args, out_row),
+                        (4, 5) => forward_row::<4, 5>(args, out_row),
+                        (3, 4) => forward_row::<3, 4>(args, out_row),
+                        (2, 6) => forward_row::<2, 6>(args, out_row),
+                        (2, 5) => forward_row::<2, 5>(args, out_row),
+                        tile => unreachable!("no forward kernel for the tile {tile:?}"),
+                    }
+                });
+            deinterleave_output_group(out_group, &ld, rows, out_images);
         });
-    let out = profile::time("conv2d.lanes.deinterleave", || {
-        deinterleave_output(&out, &ld, rows)
-    });
     (out, x)
 }
 
@@ -202,10 +207,20 @@ fn lane_group(buf: &[f32], group: usize, group_len: usize) -> &[Lanes] {
     buf[group * group_len..][..group_len].as_chunks::<LANES>().0
 }
 
+/// `buf` (when there is one) in `n` chunks of `len`, else `n` times `None`.
+fn chunks_or_none(buf: Option<&mut [f32]>, len: usize, n: usize) -> Vec<Option<&mut [f32]>> {
+    match buf {
+        Some(buf) => buf.chunks_mut(len).map(Some).collect(),
+        None => (0..n).map(|_| None).collect(),
+    }
+}
+
 /// Gradients of `lanes_forward`, into fresh tensors: dW and db summed over the lane groups in
-/// a fixed order, d_input (when asked for) scattered plane by plane. `interleaved_input` is
-/// what `lanes_forward` returned beside its output; without it the input is interleaved
-/// again.
+/// a fixed order, d_input (when asked for) scattered plane by plane. One task per lane group
+/// interleaves its output gradient, then computes its part of dW and db (a task per block of
+/// KB output channels) beside its d_input (a task per input channel), and de-interleaves
+/// that. `interleaved_input` is what `lanes_forward` returned beside its output; without it
+/// each group interleaves its input again.
 pub(super) fn lanes_backward(
     input: &Tensor,
     interleaved_input: Option<&Pooled>,
@@ -215,99 +230,120 @@ pub(super) fn lanes_backward(
     want_input: bool,
 ) -> ConvGrads {
     let ld = LaneDims::new(*d);
-    let group_input_len = ld.group_input_len() * LANES;
+    let groups = ld.groups;
     let col_rows = d.col_rows();
+    let (kb, _) = ld.tiles.weight_grad;
+    let (rb, pb) = ld.tiles.input_grad;
     // One layout of the output gradient serves both kernels.
-    let rows = RowLayout::by_position(ld.k_dw, ld.ow_dx, ld.tiles.weight_grad.0);
-    let (fresh_input, g) = profile::time("conv2d.lanes.interleave", || {
-        let fresh_input = interleaved_input
-            .is_none()
-            .then(|| interleave_input(input.data(), &ld));
-        (fresh_input, interleave_output(d_out.data(), &ld, rows))
-    });
-    let Some(x) = interleaved_input.or(fresh_input.as_ref()) else {
-        unreachable!("the input is interleaved above when not given")
-    };
+    let rows = RowLayout::by_position(ld.k_dw, ld.ow_dx, kb);
+    let group_input_len = ld.group_input_len() * LANES;
     let group_grad_len = d.oh * rows.row_len * LANES;
+    let (image_len, out_image_len) = (d.c * d.h * d.w, d.k * d.oh * d.ow);
+    let w_cols = weight_by_column_blocks(weight.data(), d, rb);
 
-    // dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw] and
-    // db[k] = Σ_{oh,ow} d_out[k, oh, ow]: one task per (lane group, block of KB output
-    // channels), so that two threads share even a batch of 7 groups evenly; then the groups'
-    // partial sums are added in group order.
-    let (d_weight, d_bias) = profile::time("conv2d.lanes.weight_grad", || {
-        let (kb, _) = ld.tiles.weight_grad;
-        let k_blocks = ld.k_dw / kb;
-        let mut partial_w = vec![0.0f32; ld.groups * ld.k_dw * col_rows];
-        let mut partial_b = vec![0.0f32; ld.groups * ld.k_dw];
-        partial_w
-            .par_chunks_mut(kb * col_rows)
-            .zip(partial_b.par_chunks_mut(kb))
-            .enumerate()
-            .for_each(|(task, (acc_w, acc_b))| {
-                let (group, k0) = (task / k_blocks, task % k_blocks * kb);
-                let x_group = lane_group(x, group, group_input_len);
-                let g_group = lane_group(&g, group, group_grad_len);
-                let args = (x_group, g_group, &ld, rows, k0);
-                match ld.tiles.weight_grad {
-                    (2, 5) => weight_grad_block::<2, 5>(args, acc_w),
-                    (4, 3) => weight_grad_block::<4, 3>(args, acc_w),
-                    (2, 3) => weight_grad_block::<2, 3>(args, acc_w),
-                    tile => unreachable!("no weight-gradient kernel for the tile {tile:?}"),
+    let mut g = Pooled::take(Role::OutputGrad, ld, groups * group_grad_len);
+    let mut fresh_x = interleaved_input
+        .is_none()
+        .then(|| Pooled::take(Role::Input, ld, groups * group_input_len));
+    let mut d_x = want_input.then(|| Pooled::take(Role::InputGrad, ld, groups * group_input_len));
+    let mut d_input = want_input.then(|| Tensor::zeros(&[d.n, d.c, d.h, d.w]));
+    let mut partial_w = vec![0.0f32; groups * ld.k_dw * col_rows];
+    let mut partial_b = vec![0.0f32; groups * ld.k_dw];
+
+    let tasks = (
+        g.chunks_mut(group_grad_len).collect::<Vec<_>>(),
+        chunks_or_none(fresh_x.as_deref_mut(), group_input_len, groups),
+        chunks_or_none(d_x.as_deref_mut(), group_input_len, groups),
+        chunks_or_none(
+            d_input.as_mut().map(Tensor::data_mut),
+            LANES * image_len,
+            groups,
+        ),
+        partial_w.chunks_mut(ld.k_dw * col_rows).collect::<Vec<_>>(),
+        partial_b.chunks_mut(ld.k_dw).collect::<Vec<_>>(),
+    );
+    tasks.into_par_iter().enumerate().for_each(
+        |(group, (g_group, fresh_x, d_x_group, d_input_images, acc_w, acc_b))| {
+            // The group's images in a batch of images of `len` values.
+            let span = |len: usize| group * LANES * len..((group + 1) * LANES).min(d.n) * len;
+            let d_out_images = &d_out.data()[span(out_image_len)];
+            interleave_output_group(d_out_images, &ld, rows, g_group);
+            let (g_group, _) = g_group.as_chunks::<LANES>();
+            let x_group: &[Lanes] = match (fresh_x, interleaved_input) {
+                (Some(buf), _) => {
+                    interleave_input_group(&input.data()[span(image_len)], &ld, buf);
+                    buf.as_chunks::<LANES>().0
                 }
-                bias_grad_block(g_group, &ld, rows, k0, acc_b);
-            });
-        let mut d_weight = vec![0.0f32; d.k * col_rows];
-        let mut d_bias = vec![0.0f32; d.k];
-        for (group_w, group_b) in partial_w
-            .chunks(ld.k_dw * col_rows)
-            .zip(partial_b.chunks(ld.k_dw))
-        {
-            for (total, p) in d_weight.iter_mut().zip(group_w) {
-                *total += p;
-            }
-            for (total, p) in d_bias.iter_mut().zip(group_b) {
-                *total += p;
-            }
+                (None, Some(x)) => lane_group(x, group, group_input_len),
+                (None, None) => unreachable!("the input is interleaved when not given"),
+            };
+            rayon::join(
+                // dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw],
+                // db[k] = Σ_{oh,ow} d_out[k, oh, ow]
+                || {
+                    acc_w
+                        .par_chunks_mut(kb * col_rows)
+                        .zip(acc_b.par_chunks_mut(kb))
+                        .enumerate()
+                        .for_each(|(block, (acc_w, acc_b))| {
+                            let args = (x_group, g_group, &ld, rows, block * kb);
+                            match ld.tiles.weight_grad {
+                                (2, 5) => weight_grad_block::<2, 5>(args, acc_w),
+                                (4, 3) => weight_grad_block::<4, 3>(args, acc_w),
+                                (2, 3) => weight_grad_block::<2, 3>(args, acc_w),
+                                tile => {
+                                    unreachable!("no weight-gradient kernel for the tile {tile:?}")
+                                }
+                            }
+                            bias_grad_block(g_group, &ld, rows, block * kb, acc_b);
+                        })
+                },
+                // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow]
+                || {
+                    let (Some(d_x_group), Some(d_input_images)) = (d_x_group, d_input_images)
+                    else {
+                        return;
+                    };
+                    d_x_group
+                        .par_chunks_mut(ld.hp * ld.wp * LANES)
+                        .enumerate()
+                        .for_each(|(c, d_plane)| {
+                            d_plane.fill(0.0);
+                            let (d_plane, _) = d_plane.as_chunks_mut::<LANES>();
+                            let args = (g_group, w_cols.as_slice(), &ld, rows, c);
+                            match (rb, pb) {
+                                (5, 5) => input_grad_plane::<5, 5>(args, d_plane),
+                                (5, 4) => input_grad_plane::<5, 4>(args, d_plane),
+                                (4, 3) => input_grad_plane::<4, 3>(args, d_plane),
+                                (3, 3) => input_grad_plane::<3, 3>(args, d_plane),
+                                tile => {
+                                    unreachable!("no input-gradient kernel for the tile {tile:?}")
+                                }
+                            }
+                        });
+                    deinterleave_input_group(d_x_group, &ld, d_input_images);
+                },
+            );
+        },
+    );
+
+    // The groups' partial sums, added in group order.
+    let mut d_weight = vec![0.0f32; d.k * col_rows];
+    let mut d_bias = vec![0.0f32; d.k];
+    for (group_w, group_b) in partial_w
+        .chunks(ld.k_dw * col_rows)
+        .zip(partial_b.chunks(ld.k_dw))
+    {
+        for (total, p) in d_weight.iter_mut().zip(group_w) {
+            *total += p;
         }
-        (
-            Tensor::from_vec(weight.shape(), d_weight),
-            Tensor::from_vec(&[d.k], d_bias),
-        )
-    });
-
-    // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow], one task per
-    // (lane group, input channel) plane.
-    let d_input = want_input.then(|| {
-        profile::time("conv2d.lanes.input_grad", || {
-            let (rb, pb) = ld.tiles.input_grad;
-            let w = weight_by_column_blocks(weight.data(), d, rb);
-            let plane_len = ld.hp * ld.wp;
-            let mut d_x = Pooled::take(Role::InputGrad, ld, ld.groups * group_input_len);
-            d_x.fill(0.0);
-            d_x.par_chunks_mut(plane_len * LANES)
-                .enumerate()
-                .for_each(|(task, d_plane)| {
-                    let (group, c) = (task / d.c, task % d.c);
-                    let g_group = lane_group(&g, group, group_grad_len);
-                    let (d_plane, _) = d_plane.as_chunks_mut::<LANES>();
-                    let args = (g_group, w.as_slice(), &ld, rows, c);
-                    match (rb, pb) {
-                        (5, 5) => input_grad_plane::<5, 5>(args, d_plane),
-                        (5, 4) => input_grad_plane::<5, 4>(args, d_plane),
-                        (4, 3) => input_grad_plane::<4, 3>(args, d_plane),
-                        (3, 3) => input_grad_plane::<3, 3>(args, d_plane),
-                        tile => unreachable!("no input-gradient kernel for the tile {tile:?}"),
-                    }
-                });
-            profile::time("conv2d.lanes.deinterleave", || {
-                deinterleave_input(&d_x, &ld)
-            })
-        })
-    });
-
+        for (total, p) in d_bias.iter_mut().zip(group_b) {
+            *total += p;
+        }
+    }
     ConvGrads {
         d_input,
-        d_weight,
-        d_bias,
+        d_weight: Tensor::from_vec(weight.shape(), d_weight),
+        d_bias: Tensor::from_vec(&[d.k], d_bias),
     }
 }
