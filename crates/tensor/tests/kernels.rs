@@ -120,6 +120,22 @@ fn conv_equals_naive_when_images_share_a_gemm() {
     check_conv_against_naive([70, 4, 5, 5], [9, 4, 5, 5], Conv2dConfig::default());
 }
 
+/// The images left after the full lane groups share one group in bands of output rows
+/// (`Tail`): every remainder 1 to 7 (batches 9 to 15) and none (16), with and without padding
+/// and stride, and the batch of 50 training uses.
+#[test]
+fn conv_equals_naive_for_every_tail_of_lane_groups() {
+    let strided = Conv2dConfig {
+        stride: 2,
+        padding: 1,
+    };
+    for n in 9..=16 {
+        check_conv_against_naive([n, 2, 9, 10], [3, 2, 3, 3], strided);
+        check_conv_against_naive([n, 2, 12, 7], [3, 2, 5, 5], Conv2dConfig::default());
+    }
+    check_conv_against_naive([50, 6, 14, 14], [16, 6, 5, 5], Conv2dConfig::default());
+}
+
 #[test]
 fn conv_equals_naive_at_the_lenet_shapes() {
     let cfg = Conv2dConfig::default();

@@ -57,25 +57,46 @@ fn forward_spec(x: &Tensor, w: &Tensor, b: &Tensor, d: &ConvDims) -> Vec<f32> {
     out
 }
 
-/// dW[k, c, kh, kw] and db[k]: each image (lane) sums over (oh, ow) in order, dW by fused
-/// multiply-adds from zero (db by plain additions); the L lanes of a group are added in
+/// What lane `lane` of lane group `group` holds: (image, first output row, rows). A full
+/// group holds L images whole. The group of the r = N mod L images left over cuts each
+/// image's output rows into bands of ceil(OH / min(L / r, OH)) rows, one lane per (image,
+/// band), band-major within an image; rows of a band past OH count as zero gradient. `None`:
+/// an empty lane.
+fn lane_holds(d: &ConvDims, group: usize, lane: usize) -> Option<(usize, usize, usize)> {
+    let full = d.n / LANES;
+    if group < full {
+        return Some((group * LANES + lane, 0, d.oh));
+    }
+    let images = d.n % LANES;
+    let band = d.oh.div_ceil((LANES / images).min(d.oh));
+    let parts = d.oh.div_ceil(band);
+    (lane < images * parts).then(|| (full * LANES + lane / parts, lane % parts * band, band))
+}
+
+/// dW[k, c, kh, kw] and db[k]: each lane sums over the (oh, ow) it holds in order, dW by
+/// fused multiply-adds from zero (db by plain additions); the L lanes of a group are added in
 /// lane order (`Iterator::sum`); the groups' sums are added in group order, each starting
 /// from zero.
 fn weight_grad_spec(x: &Tensor, g: &Tensor, d: &ConvDims) -> (Vec<f32>, Vec<f32>) {
     let groups = d.n.div_ceil(LANES);
     let g_at = |n: usize, k: usize, oh: usize, ow: usize| {
-        if n < d.n {
+        if oh < d.oh {
             g.data()[((n * d.k + k) * d.oh + oh) * d.ow + ow]
         } else {
             0.0
         }
     };
-    let x_at = |n: usize, c: usize, out: (usize, usize), kernel: (usize, usize)| {
-        if n < d.n {
-            tap(x, d, n, c, out, kernel)
-        } else {
-            0.0
+    // One lane's sum of `term(image, oh, ow)` over what it holds, from zero.
+    let lane_sum = |group: usize, lane: usize, term: &dyn Fn(usize, usize, usize, f32) -> f32| {
+        let mut acc = 0.0f32;
+        if let Some((n, oh0, rows)) = lane_holds(d, group, lane) {
+            for oh in oh0..oh0 + rows {
+                for ow in 0..d.ow {
+                    acc = term(n, oh, ow, acc);
+                }
+            }
         }
+        acc
     };
     let mut d_weight = Vec::new();
     for k in 0..d.k {
@@ -85,15 +106,9 @@ fn weight_grad_spec(x: &Tensor, g: &Tensor, d: &ConvDims) -> (Vec<f32>, Vec<f32>
                     let mut total = 0.0f32;
                     for group in 0..groups {
                         let lanes: [f32; LANES] = std::array::from_fn(|lane| {
-                            let n = group * LANES + lane;
-                            let mut acc = 0.0f32;
-                            for oh in 0..d.oh {
-                                for ow in 0..d.ow {
-                                    let x_v = x_at(n, c, (oh, ow), (kh, kw));
-                                    acc = g_at(n, k, oh, ow).mul_add(x_v, acc);
-                                }
-                            }
-                            acc
+                            lane_sum(group, lane, &|n, oh, ow, acc| {
+                                g_at(n, k, oh, ow).mul_add(tap(x, d, n, c, (oh, ow), (kh, kw)), acc)
+                            })
                         });
                         total += 0.0 + lanes.iter().sum::<f32>();
                     }
@@ -107,13 +122,7 @@ fn weight_grad_spec(x: &Tensor, g: &Tensor, d: &ConvDims) -> (Vec<f32>, Vec<f32>
         let mut total = 0.0f32;
         for group in 0..groups {
             let lanes: [f32; LANES] = std::array::from_fn(|lane| {
-                let mut acc = 0.0f32;
-                for oh in 0..d.oh {
-                    for ow in 0..d.ow {
-                        acc += g_at(group * LANES + lane, k, oh, ow);
-                    }
-                }
-                acc
+                lane_sum(group, lane, &|n, oh, ow, acc| acc + g_at(n, k, oh, ow))
             });
             total += 0.0 + lanes.iter().sum::<f32>();
         }

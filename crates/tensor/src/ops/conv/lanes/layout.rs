@@ -1,7 +1,7 @@
 //! Interleaving a batch into lane groups and back, and the weight layouts the kernels read.
 //! Shapes as in the parent module.
 
-use super::{LaneDims, Lanes, LANES};
+use super::{LaneDims, Lanes, Tail, LANES};
 use crate::ops::conv::ConvDims;
 use crate::simd::{simd_kernel, Simd};
 
@@ -197,6 +197,119 @@ pub(super) fn deinterleave_input_group(group: &[f32], ld: &LaneDims, images: &mu
     for row_idx in 0..d.c * d.h {
         let at = ld.padded_row_start(row_idx);
         lanes_to_rows(&group[at..at + d.w], images, d.c * d.h * d.w, row_idx * d.w);
+    }
+}
+
+/// The tail group's input (`Tail`): lane l holds, of its image, the zero-padded rows its
+/// band reads, `[C, tail HP, WP]` vectors; zeros past the image and in the empty lanes.
+pub(super) fn interleave_input_tail(input: &[f32], ld: &LaneDims, tail: &Tail, group: &mut [f32]) {
+    let (d, t) = (&ld.d, &tail.ld);
+    let image_len = d.c * d.h * d.w;
+    let zeros = vec![0.0f32; d.w];
+    let (group, _) = group.as_chunks_mut::<LANES>();
+    for c in 0..d.c {
+        for yp in 0..t.hp {
+            let src: [&[f32]; LANES] = std::array::from_fn(|l| {
+                let row = tail.lane(l).and_then(|(n, oh0)| {
+                    let y = (oh0 * d.stride + yp).checked_sub(d.padding)?;
+                    (y < d.h).then(|| &input[n * image_len + (c * d.h + y) * d.w..][..d.w])
+                });
+                row.unwrap_or(&zeros)
+            });
+            let at = (c * t.hp + yp) * t.wp + d.padding;
+            rows_to_lanes(src, &mut group[at..at + d.w], 1);
+        }
+    }
+}
+
+/// The tail group's output gradient: lane l holds its band's rows, `[band, ...]` vectors in
+/// the row layout `rows`; zeros past the last output row and in the empty lanes.
+pub(super) fn interleave_output_tail(
+    d_out: &[f32],
+    ld: &LaneDims,
+    tail: &Tail,
+    rows: RowLayout,
+    group: &mut [f32],
+) {
+    let d = &ld.d;
+    let image_len = d.k * d.oh * d.ow;
+    let zeros = vec![0.0f32; d.ow];
+    let (group, _) = group.as_chunks_mut::<LANES>();
+    for k in 0..d.k {
+        for oh in 0..tail.band {
+            let src: [&[f32]; LANES] = std::array::from_fn(|l| {
+                let row = tail.lane(l).and_then(|(n, oh0)| {
+                    (oh0 + oh < d.oh)
+                        .then(|| &d_out[n * image_len + (k * d.oh + oh0 + oh) * d.ow..][..d.ow])
+                });
+                row.unwrap_or(&zeros)
+            });
+            let at = rows.image_row_start(k * tail.band + oh, tail.band);
+            rows_to_lanes(src, &mut group[at..], rows.ow_stride);
+        }
+    }
+}
+
+/// The inverse of `interleave_output_tail` for rows by channel: the tail group's vectors ->
+/// its images `[r, K, OH, OW]`, each output row from the one lane whose band holds it.
+pub(super) fn deinterleave_output_tail(
+    group: &[f32],
+    ld: &LaneDims,
+    tail: &Tail,
+    rows: RowLayout,
+    images: &mut [f32],
+) {
+    let d = &ld.d;
+    let image_len = d.k * d.oh * d.ow;
+    let (group, _) = group.as_chunks::<LANES>();
+    for l in 0..LANES {
+        let Some((n, oh0)) = tail.lane(l) else { break };
+        let image = &mut images[(n - tail.first) * image_len..][..image_len];
+        for k in 0..d.k {
+            for oh in 0..tail.band.min(d.oh - oh0) {
+                let at = rows.image_row_start(k * tail.band + oh, tail.band);
+                let row = &mut image[(k * d.oh + oh0 + oh) * d.ow..][..d.ow];
+                for (v, src) in row.iter_mut().zip(&group[at..]) {
+                    *v = src[l];
+                }
+            }
+        }
+    }
+}
+
+/// The inverse of `interleave_input_tail` for the input gradient: each pixel of the tail's
+/// images `[r, C, H, W]` is the sum, in band order, of what the bands that read it hold for
+/// it (a pixel no band reads gets zero).
+pub(super) fn deinterleave_input_tail(
+    group: &[f32],
+    ld: &LaneDims,
+    tail: &Tail,
+    images: &mut [f32],
+) {
+    let (d, t) = (&ld.d, &tail.ld);
+    let (group, _) = group.as_chunks::<LANES>();
+    for (i, image) in images.chunks_exact_mut(d.c * d.h * d.w).enumerate() {
+        for (row_idx, row) in image.chunks_exact_mut(d.w).enumerate() {
+            let (c, y) = (row_idx / d.h, row_idx % d.h);
+            let mut first = true;
+            for part in 0..tail.parts {
+                let l = i * tail.parts + part;
+                let Some(yp) = (y + d.padding).checked_sub(part * tail.band * d.stride) else {
+                    break;
+                };
+                if yp >= t.hp {
+                    continue;
+                }
+                let src = &group[(c * t.hp + yp) * t.wp + d.padding..][..d.w];
+                for (v, s) in row.iter_mut().zip(src) {
+                    *v = if first { s[l] } else { *v + s[l] };
+                }
+                first = false;
+            }
+            if first {
+                row.fill(0.0);
+            }
+        }
     }
 }
 

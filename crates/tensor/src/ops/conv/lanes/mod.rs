@@ -41,8 +41,10 @@ mod pool;
 
 use kernels::{bias_grad_block, forward_row, input_grad_plane, weight_grad_block};
 use layout::{
-    deinterleave_input_group, deinterleave_output_group, interleave_input_group,
-    interleave_output_group, weight_by_channel_blocks, weight_by_column_blocks, RowLayout,
+    deinterleave_input_group, deinterleave_input_tail, deinterleave_output_group,
+    deinterleave_output_tail, interleave_input_group, interleave_input_tail,
+    interleave_output_group, interleave_output_tail, weight_by_channel_blocks,
+    weight_by_column_blocks, RowLayout,
 };
 pub use pool::Pooled;
 use pool::Role;
@@ -94,8 +96,8 @@ fn best_tile(tiles: &[(usize, usize)], rows: usize, cols: usize) -> (usize, usiz
 pub struct LaneDims {
     pub d: ConvDims,
     pub tiles: LaneTiles,
-    /// Lane groups: N / L rounded up.
-    pub groups: usize,
+    /// Full lane groups: N / L rounded down (the images left over form the `Tail`).
+    pub full_groups: usize,
     /// Input rows with the zero border: H + 2·padding.
     pub hp: usize,
     /// Input columns with the zero border and enough margin for every tile's reads.
@@ -129,7 +131,7 @@ impl LaneDims {
         LaneDims {
             d,
             tiles,
-            groups: d.n.div_ceil(LANES),
+            full_groups: d.n / LANES,
             hp: d.h + 2 * d.padding,
             wp: reach.into_iter().fold(d.w + 2 * d.padding, usize::max),
             k_fwd: d.k.next_multiple_of(kb_fwd),
@@ -152,9 +154,60 @@ impl LaneDims {
     }
 }
 
+/// The lane group of the r = N mod L images left after the full groups. With r <= L/2 its
+/// lanes would be mostly empty, so each image's output rows are cut into `parts` bands of
+/// `band` rows, one lane per (image, band): lane l holds band l % parts of image
+/// first + l / parts, and the lanes past r · parts are zero. For the kernels the group is a
+/// convolution of its own (`ld`): L images, each the zero-padded rows its band reads, `band`
+/// output rows, no further padding. With parts = 1 it holds the r images whole, as a full
+/// group would. For a batch of 50, conv1's tail is 2 images in 4 bands of 7 rows: a quarter
+/// of a group's work instead of a whole group's.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Tail {
+    pub first: usize,
+    pub images: usize,
+    pub parts: usize,
+    pub band: usize,
+    pub ld: LaneDims,
+}
+
+impl Tail {
+    fn new(ld: &LaneDims) -> Option<Tail> {
+        let d = &ld.d;
+        let images = d.n % LANES;
+        if images == 0 {
+            return None;
+        }
+        let band = d.oh.div_ceil((LANES / images).min(d.oh));
+        let group = ConvDims {
+            n: LANES,
+            h: (band - 1) * d.stride + d.kh,
+            w: d.w + 2 * d.padding,
+            oh: band,
+            padding: 0,
+            ..*d
+        };
+        Some(Tail {
+            first: d.n - images,
+            images,
+            parts: d.oh.div_ceil(band),
+            band,
+            ld: LaneDims::new(group),
+        })
+    }
+
+    /// Lane l's image (its index in the batch) and the first output row of its band; `None`
+    /// for a lane past the last band.
+    pub fn lane(&self, l: usize) -> Option<(usize, usize)> {
+        (l < self.images * self.parts)
+            .then(|| (self.first + l / self.parts, l % self.parts * self.band))
+    }
+}
+
 /// `[N, C, H, W] -> [N, K, OH, OW]`: bias, then one tile of KB × PB accumulators at a time.
 /// One task per lane group interleaves its images, computes its output rows (each row a task
-/// of its own, for an idle thread to take) and de-interleaves its output.
+/// of its own, for an idle thread to take) and de-interleaves its output; the tail group
+/// (`Tail`) runs beside the full ones.
 ///
 /// Also returns the interleaved input, which the backward pass reads again.
 pub(super) fn lanes_forward(
@@ -164,63 +217,85 @@ pub(super) fn lanes_forward(
     d: &ConvDims,
 ) -> (Tensor, Pooled) {
     let ld = LaneDims::new(*d);
+    let tail = Tail::new(&ld);
     let (kb, pb) = ld.tiles.forward;
     let w = weight_by_channel_blocks(weight.data(), d, kb);
     let mut b = bias.data().to_vec();
     b.resize(ld.k_fwd, 0.0);
 
     let rows = RowLayout::by_channel(ld.k_fwd, ld.ow_fwd);
+    let (image_len, out_image_len) = (d.c * d.h * d.w, d.k * d.oh * d.ow);
     let group_input_len = ld.group_input_len() * LANES;
     let group_out_len = d.oh * rows.row_len * LANES;
-    let mut x = Pooled::take(Role::Input, ld, ld.groups * group_input_len);
-    let mut out_lanes = Pooled::take(Role::Output, ld, ld.groups * group_out_len);
+    let main_input_len = ld.full_groups * group_input_len;
+    let main_out_len = ld.full_groups * group_out_len;
+    let tail_input_len = tail.map_or(0, |t| t.ld.group_input_len() * LANES);
+    let tail_out_len = tail.map_or(0, |t| t.band * rows.row_len * LANES);
+    let mut x = Pooled::take(Role::Input, ld, main_input_len + tail_input_len);
+    let mut out_lanes = Pooled::take(Role::Output, ld, main_out_len + tail_out_len);
     let mut out = Tensor::zeros(&[d.n, d.k, d.oh, d.ow]);
-    x.par_chunks_mut(group_input_len)
-        .zip(out_lanes.par_chunks_mut(group_out_len))
-        .zip(input.data().par_chunks(LANES * d.c * d.h * d.w))
-        .zip(out.data_mut().par_chunks_mut(LANES * d.k * d.oh * d.ow))
-        .for_each(|(((x_group, out_group), images), out_images)| {
-            interleave_input_group(images, &ld, x_group);
-            let (x_group, _) = x_group.as_chunks::<LANES>();
-            out_group
-                .par_chunks_mut(rows.row_len * LANES)
-                .enumerate()
-                .for_each(|(oh, out_row)| {
-                    let (out_row, _) = out_row.as_chunks_mut::<LANES>();
-                    let args = (x_group, w.as_slice(), b.as_slice(), &ld, oh);
-                    match (kb, pb) {
-                        (6, 4) => forward_row::<6, 4>(args, out_row),
-                        (4, 5) => forward_row::<4, 5>(args, out_row),
-                        (3, 4) => forward_row::<3, 4>(args, out_row),
-                        (2, 6) => forward_row::<2, 6>(args, out_row),
-                        (2, 5) => forward_row::<2, 5>(args, out_row),
-                        tile => unreachable!("no forward kernel for the tile {tile:?}"),
-                    }
-                });
-            deinterleave_output_group(out_group, &ld, rows, out_images);
-        });
-    (out, x)
-}
 
-/// Lane group `group` of a buffer of groups of `group_len` f32 each, as vectors.
-fn lane_group(buf: &[f32], group: usize, group_len: usize) -> &[Lanes] {
-    buf[group * group_len..][..group_len].as_chunks::<LANES>().0
+    // The output rows of one group of dims `ld_g` (rows by channel), a task each.
+    let forward_rows = |x_group: &[Lanes], ld_g: &LaneDims, out_group: &mut [f32]| {
+        out_group
+            .par_chunks_mut(rows.row_len * LANES)
+            .enumerate()
+            .for_each(|(oh, out_row)| {
+                let (out_row, _) = out_row.as_chunks_mut::<LANES>();
+                let args = (x_group, w.as_slice(), b.as_slice(), ld_g, oh);
+                match (kb, pb) {
+                    (6, 4) => forward_row::<6, 4>(args, out_row),
+                    (4, 5) => forward_row::<4, 5>(args, out_row),
+                    (3, 4) => forward_row::<3, 4>(args, out_row),
+                    (2, 6) => forward_row::<2, 6>(args, out_row),
+                    (2, 5) => forward_row::<2, 5>(args, out_row),
+                    tile => unreachable!("no forward kernel for the tile {tile:?}"),
+                }
+            });
+    };
+    let (x_main, x_tail) = x.split_at_mut(main_input_len);
+    let (lanes_main, lanes_tail) = out_lanes.split_at_mut(main_out_len);
+    let (out_main, out_tail) = out
+        .data_mut()
+        .split_at_mut(ld.full_groups * LANES * out_image_len);
+    rayon::join(
+        || {
+            x_main
+                .par_chunks_mut(group_input_len)
+                .zip(lanes_main.par_chunks_mut(group_out_len))
+                .zip(input.data().par_chunks(LANES * image_len))
+                .zip(out_main.par_chunks_mut(LANES * out_image_len))
+                .for_each(|(((x_group, out_group), images), out_images)| {
+                    interleave_input_group(images, &ld, x_group);
+                    forward_rows(x_group.as_chunks().0, &ld, out_group);
+                    deinterleave_output_group(out_group, &ld, rows, out_images);
+                })
+        },
+        || {
+            if let Some(tail) = &tail {
+                interleave_input_tail(input.data(), &ld, tail, x_tail);
+                forward_rows(x_tail.as_chunks().0, &tail.ld, lanes_tail);
+                deinterleave_output_tail(lanes_tail, &ld, tail, rows, out_tail);
+            }
+        },
+    );
+    (out, x)
 }
 
 /// `buf` (when there is one) in `n` chunks of `len`, else `n` times `None`.
 fn chunks_or_none(buf: Option<&mut [f32]>, len: usize, n: usize) -> Vec<Option<&mut [f32]>> {
     match buf {
-        Some(buf) => buf.chunks_mut(len).map(Some).collect(),
+        Some(buf) => buf.chunks_mut(len).take(n).map(Some).collect(),
         None => (0..n).map(|_| None).collect(),
     }
 }
 
 /// Gradients of `lanes_forward`, into fresh tensors: dW and db summed over the lane groups in
-/// a fixed order, d_input (when asked for) scattered plane by plane. One task per lane group
-/// interleaves its output gradient, then computes its part of dW and db (a task per block of
-/// KB output channels) beside its d_input (a task per input channel), and de-interleaves
-/// that. `interleaved_input` is what `lanes_forward` returned beside its output; without it
-/// each group interleaves its input again.
+/// a fixed order (the tail last), d_input (when asked for) scattered plane by plane. One task
+/// per lane group interleaves its output gradient, then computes its part of dW and db (a
+/// task per block of KB output channels) beside its d_input (a task per input channel), and
+/// de-interleaves that. `interleaved_input` is what `lanes_forward` returned beside its
+/// output; without it each group interleaves its input again.
 pub(super) fn lanes_backward(
     input: &Tensor,
     interleaved_input: Option<&Pooled>,
@@ -230,100 +305,171 @@ pub(super) fn lanes_backward(
     want_input: bool,
 ) -> ConvGrads {
     let ld = LaneDims::new(*d);
-    let groups = ld.groups;
+    let tail = Tail::new(&ld);
+    let full = ld.full_groups;
     let col_rows = d.col_rows();
     let (kb, _) = ld.tiles.weight_grad;
     let (rb, pb) = ld.tiles.input_grad;
     // One layout of the output gradient serves both kernels.
     let rows = RowLayout::by_position(ld.k_dw, ld.ow_dx, kb);
+    let (image_len, out_image_len) = (d.c * d.h * d.w, d.k * d.oh * d.ow);
     let group_input_len = ld.group_input_len() * LANES;
     let group_grad_len = d.oh * rows.row_len * LANES;
-    let (image_len, out_image_len) = (d.c * d.h * d.w, d.k * d.oh * d.ow);
+    let (main_input_len, main_grad_len) = (full * group_input_len, full * group_grad_len);
+    let tail_input_len = tail.map_or(0, |t| t.ld.group_input_len() * LANES);
+    let tail_grad_len = tail.map_or(0, |t| t.band * rows.row_len * LANES);
+    let groups = full + usize::from(tail.is_some());
     let w_cols = weight_by_column_blocks(weight.data(), d, rb);
 
-    let mut g = Pooled::take(Role::OutputGrad, ld, groups * group_grad_len);
+    let mut g = Pooled::take(Role::OutputGrad, ld, main_grad_len + tail_grad_len);
     let mut fresh_x = interleaved_input
         .is_none()
-        .then(|| Pooled::take(Role::Input, ld, groups * group_input_len));
-    let mut d_x = want_input.then(|| Pooled::take(Role::InputGrad, ld, groups * group_input_len));
+        .then(|| Pooled::take(Role::Input, ld, main_input_len + tail_input_len));
+    let mut d_x =
+        want_input.then(|| Pooled::take(Role::InputGrad, ld, main_input_len + tail_input_len));
     let mut d_input = want_input.then(|| Tensor::zeros(&[d.n, d.c, d.h, d.w]));
     let mut partial_w = vec![0.0f32; groups * ld.k_dw * col_rows];
     let mut partial_b = vec![0.0f32; groups * ld.k_dw];
 
+    // One group's dW and db blocks beside its d_input planes, for a group of dims `ld_g`.
+    let group_grads = |ld_g: &LaneDims,
+                       x_group: &[Lanes],
+                       g_group: &[Lanes],
+                       acc_w: &mut [f32],
+                       acc_b: &mut [f32],
+                       d_x_group: Option<&mut [f32]>| {
+        rayon::join(
+            // dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw],
+            // db[k] = Σ_{oh,ow} d_out[k, oh, ow]
+            || {
+                acc_w
+                    .par_chunks_mut(kb * col_rows)
+                    .zip(acc_b.par_chunks_mut(kb))
+                    .enumerate()
+                    .for_each(|(block, (acc_w, acc_b))| {
+                        let args = (x_group, g_group, ld_g, rows, block * kb);
+                        match ld.tiles.weight_grad {
+                            (2, 5) => weight_grad_block::<2, 5>(args, acc_w),
+                            (4, 3) => weight_grad_block::<4, 3>(args, acc_w),
+                            (2, 3) => weight_grad_block::<2, 3>(args, acc_w),
+                            tile => unreachable!("no weight-gradient kernel for the tile {tile:?}"),
+                        }
+                        bias_grad_block(g_group, ld_g, rows, block * kb, acc_b);
+                    })
+            },
+            // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow]
+            || {
+                let Some(d_x_group) = d_x_group else { return };
+                d_x_group
+                    .par_chunks_mut(ld_g.hp * ld_g.wp * LANES)
+                    .enumerate()
+                    .for_each(|(c, d_plane)| {
+                        d_plane.fill(0.0);
+                        let (d_plane, _) = d_plane.as_chunks_mut::<LANES>();
+                        let args = (g_group, w_cols.as_slice(), ld_g, rows, c);
+                        match (rb, pb) {
+                            (5, 5) => input_grad_plane::<5, 5>(args, d_plane),
+                            (5, 4) => input_grad_plane::<5, 4>(args, d_plane),
+                            (4, 3) => input_grad_plane::<4, 3>(args, d_plane),
+                            (3, 3) => input_grad_plane::<3, 3>(args, d_plane),
+                            tile => unreachable!("no input-gradient kernel for the tile {tile:?}"),
+                        }
+                    });
+            },
+        );
+    };
+
+    let (g_main, g_tail) = g.split_at_mut(main_grad_len);
+    let (fresh_main, fresh_tail) = match fresh_x.as_deref_mut() {
+        Some(buf) => {
+            let (main, tail) = buf.split_at_mut(main_input_len);
+            (Some(main), Some(tail))
+        }
+        None => (None, None),
+    };
+    let (d_x_main, d_x_tail) = match d_x.as_deref_mut() {
+        Some(buf) => {
+            let (main, tail) = buf.split_at_mut(main_input_len);
+            (Some(main), Some(tail))
+        }
+        None => (None, None),
+    };
+    let (d_input_main, d_input_tail) = match d_input.as_mut().map(Tensor::data_mut) {
+        Some(buf) => {
+            let (main, tail) = buf.split_at_mut(full * LANES * image_len);
+            (Some(main), Some(tail))
+        }
+        None => (None, None),
+    };
+    let (w_main, w_tail) = partial_w.split_at_mut(full * ld.k_dw * col_rows);
+    let (b_main, b_tail) = partial_b.split_at_mut(full * ld.k_dw);
+    let saved_x = |group: usize, len: usize| match interleaved_input {
+        Some(x) => &x[group * group_input_len..][..len],
+        None => unreachable!("the input is interleaved when not given"),
+    };
+
     let tasks = (
-        g.chunks_mut(group_grad_len).collect::<Vec<_>>(),
-        chunks_or_none(fresh_x.as_deref_mut(), group_input_len, groups),
-        chunks_or_none(d_x.as_deref_mut(), group_input_len, groups),
-        chunks_or_none(
-            d_input.as_mut().map(Tensor::data_mut),
-            LANES * image_len,
-            groups,
-        ),
-        partial_w.chunks_mut(ld.k_dw * col_rows).collect::<Vec<_>>(),
-        partial_b.chunks_mut(ld.k_dw).collect::<Vec<_>>(),
+        g_main.chunks_mut(group_grad_len).collect::<Vec<_>>(),
+        chunks_or_none(fresh_main, group_input_len, full),
+        chunks_or_none(d_x_main, group_input_len, full),
+        chunks_or_none(d_input_main, LANES * image_len, full),
+        w_main.chunks_mut(ld.k_dw * col_rows).collect::<Vec<_>>(),
+        b_main.chunks_mut(ld.k_dw).collect::<Vec<_>>(),
     );
-    tasks.into_par_iter().enumerate().for_each(
-        |(group, (g_group, fresh_x, d_x_group, d_input_images, acc_w, acc_b))| {
-            // The group's images in a batch of images of `len` values.
-            let span = |len: usize| group * LANES * len..((group + 1) * LANES).min(d.n) * len;
-            let d_out_images = &d_out.data()[span(out_image_len)];
-            interleave_output_group(d_out_images, &ld, rows, g_group);
-            let (g_group, _) = g_group.as_chunks::<LANES>();
-            let x_group: &[Lanes] = match (fresh_x, interleaved_input) {
-                (Some(buf), _) => {
-                    interleave_input_group(&input.data()[span(image_len)], &ld, buf);
-                    buf.as_chunks::<LANES>().0
-                }
-                (None, Some(x)) => lane_group(x, group, group_input_len),
-                (None, None) => unreachable!("the input is interleaved when not given"),
-            };
-            rayon::join(
-                // dW[k, c, kh, kw] = Σ_{oh,ow} d_out[k, oh, ow] · x[c, oh·s + kh, ow·s + kw],
-                // db[k] = Σ_{oh,ow} d_out[k, oh, ow]
-                || {
-                    acc_w
-                        .par_chunks_mut(kb * col_rows)
-                        .zip(acc_b.par_chunks_mut(kb))
-                        .enumerate()
-                        .for_each(|(block, (acc_w, acc_b))| {
-                            let args = (x_group, g_group, &ld, rows, block * kb);
-                            match ld.tiles.weight_grad {
-                                (2, 5) => weight_grad_block::<2, 5>(args, acc_w),
-                                (4, 3) => weight_grad_block::<4, 3>(args, acc_w),
-                                (2, 3) => weight_grad_block::<2, 3>(args, acc_w),
-                                tile => {
-                                    unreachable!("no weight-gradient kernel for the tile {tile:?}")
-                                }
-                            }
-                            bias_grad_block(g_group, &ld, rows, block * kb, acc_b);
-                        })
-                },
-                // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow]
-                || {
-                    let (Some(d_x_group), Some(d_input_images)) = (d_x_group, d_input_images)
-                    else {
-                        return;
+    rayon::join(
+        || {
+            tasks.into_par_iter().enumerate().for_each(
+                |(group, (g_group, fresh_x, mut d_x_group, d_input_images, acc_w, acc_b))| {
+                    // The group's images in a batch of images of `len` values.
+                    let span = |len: usize| group * LANES * len..(group + 1) * LANES * len;
+                    let d_out_images = &d_out.data()[span(out_image_len)];
+                    interleave_output_group(d_out_images, &ld, rows, g_group);
+                    let x_group: &[f32] = match fresh_x {
+                        Some(buf) => {
+                            let input_images = &input.data()[span(image_len)];
+                            interleave_input_group(input_images, &ld, buf);
+                            buf
+                        }
+                        None => saved_x(group, group_input_len),
                     };
-                    d_x_group
-                        .par_chunks_mut(ld.hp * ld.wp * LANES)
-                        .enumerate()
-                        .for_each(|(c, d_plane)| {
-                            d_plane.fill(0.0);
-                            let (d_plane, _) = d_plane.as_chunks_mut::<LANES>();
-                            let args = (g_group, w_cols.as_slice(), &ld, rows, c);
-                            match (rb, pb) {
-                                (5, 5) => input_grad_plane::<5, 5>(args, d_plane),
-                                (5, 4) => input_grad_plane::<5, 4>(args, d_plane),
-                                (4, 3) => input_grad_plane::<4, 3>(args, d_plane),
-                                (3, 3) => input_grad_plane::<3, 3>(args, d_plane),
-                                tile => {
-                                    unreachable!("no input-gradient kernel for the tile {tile:?}")
-                                }
-                            }
-                        });
-                    deinterleave_input_group(d_x_group, &ld, d_input_images);
+                    let (x_group, g_group) = (x_group.as_chunks().0, g_group.as_chunks().0);
+                    group_grads(
+                        &ld,
+                        x_group,
+                        g_group,
+                        acc_w,
+                        acc_b,
+                        d_x_group.as_deref_mut(),
+                    );
+                    if let (Some(d_x_group), Some(d_input_images)) = (d_x_group, d_input_images) {
+                        deinterleave_input_group(d_x_group, &ld, d_input_images);
+                    }
                 },
+            )
+        },
+        || {
+            let Some(tail) = &tail else { return };
+            interleave_output_tail(d_out.data(), &ld, tail, rows, g_tail);
+            let x_tail: &[f32] = match fresh_tail {
+                Some(buf) => {
+                    interleave_input_tail(input.data(), &ld, tail, buf);
+                    buf
+                }
+                None => saved_x(full, tail_input_len),
+            };
+            let (x_tail, g_tail) = (x_tail.as_chunks().0, g_tail.as_chunks().0);
+            let mut d_x_tail = d_x_tail;
+            group_grads(
+                &tail.ld,
+                x_tail,
+                g_tail,
+                w_tail,
+                b_tail,
+                d_x_tail.as_deref_mut(),
             );
+            if let (Some(d_x_tail), Some(d_input_tail)) = (d_x_tail, d_input_tail) {
+                deinterleave_input_tail(d_x_tail, &ld, tail, d_input_tail);
+            }
         },
     );
 
