@@ -10,6 +10,9 @@
 //! one vector multiply-add over L images: a layer with few output channels (conv1 of
 //! lenet5-bn has K = 6) or few output positions (conv2 has 10x10) fills every lane, where
 //! im2col + GEMM leaves GEMM tiles half empty and spends more time copying than computing.
+//! The images left after the full groups (N mod L) share one more group, each image's output
+//! rows cut into bands with a lane per (image, band) (`Tail`), so that a batch of 50 costs
+//! 6.25 groups' work and not 7.
 //!
 //! Each kernel keeps a tile of accumulator vectors in registers while it walks the rest:
 //! - forward, `out[k, oh, ow] = b[k] + Σ_{c,kh,kw} W[k, c, kh, kw] · x[c, oh·s + kh, ow·s + kw]`:
