@@ -114,12 +114,11 @@ pub fn load_class_names(dir: &Path) -> Result<Vec<String>, CifarError> {
 }
 
 fn check_folder(dir: &Path) -> Result<(), CifarError> {
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(CifarError::MissingFolder {
-            dir: dir.to_path_buf(),
-        })
+    let dir_buf = dir.to_path_buf();
+    match dir.metadata() {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(CifarError::NotAFolder { dir: dir_buf }),
+        Err(_) => Err(CifarError::MissingFolder { dir: dir_buf }),
     }
 }
 

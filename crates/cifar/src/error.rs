@@ -14,6 +14,9 @@ pub enum CifarError {
     #[error("CIFAR-10 folder {} not found (run data/fetch-cifar10.sh)", dir.display())]
     MissingFolder { dir: PathBuf },
 
+    #[error("{} is a file, not a CIFAR-10 folder: --data names the folder that holds data_batch_1.bin .. data_batch_5.bin", dir.display())]
+    NotAFolder { dir: PathBuf },
+
     #[error("CIFAR-10 file {} not found (run data/fetch-cifar10.sh)", path.display())]
     MissingFile { path: PathBuf },
 

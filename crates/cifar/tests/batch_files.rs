@@ -104,6 +104,18 @@ fn load_class_names_trims_and_skips_blank_lines() {
 }
 
 #[test]
+fn a_file_given_as_the_folder_is_called_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("data_batch_1.bin");
+    std::fs::write(&file, [0u8; 3073]).unwrap();
+    let err = load_train(&file).unwrap_err();
+    assert!(matches!(err, CifarError::NotAFolder { .. }), "{err:?}");
+    assert!(err
+        .to_string()
+        .starts_with(&format!("{} is a file", file.display())));
+}
+
+#[test]
 fn missing_folder_is_named_with_the_fetch_hint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("no-such-folder");

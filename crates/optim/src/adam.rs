@@ -64,28 +64,16 @@ impl AdamConfig {
             "adam",
             "lr",
             finite_non_negative,
-            self.lr.into(),
+            self.lr,
         )?;
-        check(
-            beta(self.beta1),
-            "adam",
-            "beta1",
-            "in [0, 1)",
-            self.beta1.into(),
-        )?;
-        check(
-            beta(self.beta2),
-            "adam",
-            "beta2",
-            "in [0, 1)",
-            self.beta2.into(),
-        )?;
+        check(beta(self.beta1), "adam", "beta1", "in [0, 1)", self.beta1)?;
+        check(beta(self.beta2), "adam", "beta2", "in [0, 1)", self.beta2)?;
         check(
             non_negative(self.eps),
             "adam",
             "eps",
             finite_non_negative,
-            self.eps.into(),
+            self.eps,
         )?;
         let wd = self.weight_decay;
         check(
@@ -93,7 +81,7 @@ impl AdamConfig {
             "adam",
             "weight_decay",
             finite_non_negative,
-            wd.into(),
+            wd,
         )
     }
 }

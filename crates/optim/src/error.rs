@@ -10,8 +10,9 @@ pub struct ConfigError {
     pub field: &'static str,
     /// The accepted range, in words.
     pub expected: &'static str,
-    /// The value found.
-    pub value: f64,
+    /// The value found, as it was written (an f32 printed as an f32: `-0.001`, not the
+    /// digits of its widening to f64).
+    pub value: String,
 }
 
 /// `Ok` when `ok` holds, else the error for `config.field = value`.
@@ -20,7 +21,7 @@ pub(crate) fn check(
     config: &'static str,
     field: &'static str,
     expected: &'static str,
-    value: f64,
+    value: impl std::fmt::Display,
 ) -> Result<(), ConfigError> {
     if ok {
         Ok(())
@@ -29,7 +30,7 @@ pub(crate) fn check(
             config,
             field,
             expected,
-            value,
+            value: value.to_string(),
         })
     }
 }

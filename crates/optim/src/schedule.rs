@@ -59,20 +59,14 @@ impl Schedule {
         match *self {
             Schedule::Constant => Ok(()),
             Schedule::Step { step_size, gamma } => {
-                check(
-                    step_size > 0,
-                    "schedule",
-                    "step_size",
-                    ">= 1",
-                    step_size as f64,
-                )?;
+                check(step_size > 0, "schedule", "step_size", ">= 1", step_size)?;
                 let ok = gamma.is_finite() && gamma >= 0.0;
-                check(ok, "schedule", "gamma", "finite and >= 0", gamma.into())
+                check(ok, "schedule", "gamma", "finite and >= 0", gamma)
             }
             Schedule::Cosine { t_max, eta_min } => {
-                check(t_max > 0, "schedule", "t_max", ">= 1", t_max as f64)?;
+                check(t_max > 0, "schedule", "t_max", ">= 1", t_max)?;
                 let ok = eta_min.is_finite() && eta_min >= 0.0;
-                check(ok, "schedule", "eta_min", "finite and >= 0", eta_min.into())
+                check(ok, "schedule", "eta_min", "finite and >= 0", eta_min)
             }
         }
     }

@@ -46,7 +46,7 @@ impl SelectionConfig {
             "selection",
             "min_delta",
             "finite and >= 0",
-            self.min_delta.into(),
+            self.min_delta,
         )
     }
 }

@@ -261,3 +261,17 @@ fn no_patience_never_stops() {
     }
     assert_eq!(selector.epochs_without_improvement, 999);
 }
+
+#[test]
+fn a_bad_config_value_is_reported_as_it_was_written() {
+    // -0.001 as an f32 widens to -0.0010000000474974513 in f64; the message shows the f32.
+    let adam = AdamConfig {
+        lr: -0.001,
+        ..AdamConfig::default()
+    };
+    let err = adam.validate().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "adam.lr must be finite and >= 0, found -0.001"
+    );
+}

@@ -25,7 +25,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    // A temporary file is private (0600) by default; the run's files are ordinary ones,
+    // readable as the umask allows, like every other file the user makes.
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder
+        .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)
         .and_then(|_| tmp.as_file().sync_all())
@@ -161,6 +167,15 @@ impl TensorFile {
         }
         let mut values = vec![0.0f32; view.data().len() / 4];
         LittleEndian::read_f32_into(view.data(), &mut values);
+        // Training stops at the first non-finite loss, so no file it writes holds NaN or
+        // infinity: one that does was damaged or made elsewhere.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: tensor {name} holds {} at index {i}; the weights must be finite",
+                self.path.display(),
+                values[i]
+            );
+        }
         Ok(values)
     }
 
@@ -207,6 +222,36 @@ pub fn sha256_hex(path: &Path) -> Result<String> {
 mod tests {
     use super::*;
     use scratchnet_tensor::nn::lenet5_bn;
+
+    #[test]
+    fn weights_holding_nan_are_refused_with_the_tensor_and_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut net = Network::new(lenet5_bn(), 1);
+        net.params[2].value.data_mut()[4] = f32::NAN;
+        save_weights(&path, &net, "name = \"x\"").unwrap();
+        let file = TensorFile::read(&path).unwrap();
+        let err = file
+            .load_into(&mut Network::new(lenet5_bn(), 2))
+            .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("tensor 1.weight holds NaN at index 4"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn atomic_writes_get_the_mode_of_an_ordinary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ordinary = dir.path().join("ordinary");
+        std::fs::write(&ordinary, b"x").unwrap();
+        let atomic = dir.path().join("atomic");
+        write_atomically(&atomic, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&ordinary));
+    }
 
     #[test]
     fn weights_round_trip_bit_for_bit() {
