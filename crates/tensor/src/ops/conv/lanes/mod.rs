@@ -285,6 +285,17 @@ pub(super) fn lanes_forward(
     (out, x)
 }
 
+/// `buf` (when there is one) split at `at`, else two `None`s.
+fn split_optional(buf: Option<&mut [f32]>, at: usize) -> (Option<&mut [f32]>, Option<&mut [f32]>) {
+    match buf {
+        Some(buf) => {
+            let (head, rest) = buf.split_at_mut(at);
+            (Some(head), Some(rest))
+        }
+        None => (None, None),
+    }
+}
+
 /// `buf` (when there is one) in `n` chunks of `len`, else `n` times `None`.
 fn chunks_or_none(buf: Option<&mut [f32]>, len: usize, n: usize) -> Vec<Option<&mut [f32]>> {
     match buf {
@@ -383,27 +394,12 @@ pub(super) fn lanes_backward(
     };
 
     let (g_main, g_tail) = g.split_at_mut(main_grad_len);
-    let (fresh_main, fresh_tail) = match fresh_x.as_deref_mut() {
-        Some(buf) => {
-            let (main, tail) = buf.split_at_mut(main_input_len);
-            (Some(main), Some(tail))
-        }
-        None => (None, None),
-    };
-    let (d_x_main, d_x_tail) = match d_x.as_deref_mut() {
-        Some(buf) => {
-            let (main, tail) = buf.split_at_mut(main_input_len);
-            (Some(main), Some(tail))
-        }
-        None => (None, None),
-    };
-    let (d_input_main, d_input_tail) = match d_input.as_mut().map(Tensor::data_mut) {
-        Some(buf) => {
-            let (main, tail) = buf.split_at_mut(full * LANES * image_len);
-            (Some(main), Some(tail))
-        }
-        None => (None, None),
-    };
+    let (fresh_main, fresh_tail) = split_optional(fresh_x.as_deref_mut(), main_input_len);
+    let (d_x_main, d_x_tail) = split_optional(d_x.as_deref_mut(), main_input_len);
+    let (d_input_main, d_input_tail) = split_optional(
+        d_input.as_mut().map(Tensor::data_mut),
+        full * LANES * image_len,
+    );
     let (w_main, w_tail) = partial_w.split_at_mut(full * ld.k_dw * col_rows);
     let (b_main, b_tail) = partial_b.split_at_mut(full * ld.k_dw);
     let saved_x = |group: usize, len: usize| match interleaved_input {
