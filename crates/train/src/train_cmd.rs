@@ -75,7 +75,10 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
     }
     let test = load_test_if_present(&info.data)?;
     let class_names = scratchnet_cifar::load_class_names(&info.data).ok();
+    let _lock = lock_run_dir(&plan.run_dir)?;
     if args.resume.is_none() {
+        // Checked again under the lock: another run may have started here meanwhile.
+        refuse_a_folder_holding_a_run(&plan.run_dir)?;
         start_run_dir(&plan, &info)?;
     } else {
         info.write(&plan.run_dir)?;
@@ -185,12 +188,7 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", recipe.name, args.seed)));
-    if run_dir.join("state.safetensors").exists() {
-        bail!(
-            "{} already holds a run: continue it with --resume {0}, or choose another --out",
-            run_dir.display()
-        );
-    }
+    refuse_a_folder_holding_a_run(&run_dir)?;
     let info = RunInfo {
         recipe: recipe.name.clone(),
         seed: args.seed,
@@ -216,6 +214,48 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
         seed: args.seed,
     };
     Ok((plan, info, state))
+}
+
+fn refuse_a_folder_holding_a_run(run_dir: &Path) -> Result<()> {
+    if run_dir.join("state.safetensors").exists() {
+        bail!(
+            "{} already holds a run: continue it with --resume {0}, or choose another --out",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The run folder's `lock` file, locked for as long as this value lives (the operating
+/// system lets go of it when the process ends, however it ends).
+struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Creates the run folder if need be and locks its `lock` file, so that a second scratchnet
+/// run writing into the same folder at the same time is refused instead of interleaving its
+/// checkpoints with this one's.
+fn lock_run_dir(run_dir: &Path) -> Result<RunLock> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let path = run_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another scratchnet run (it holds {}): wait for that run to end, \
+             or choose another --out",
+            run_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// Creates the run folder of a new run with its `recipe.toml` and `run.json`.

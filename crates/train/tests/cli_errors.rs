@@ -153,6 +153,46 @@ fn eval_of_random_bytes_names_the_file() {
 
 // Pins that a new run never overwrites a finished one: it is refused, the message points at
 // --resume, and the old run's files are untouched.
+// Pins that a second run into a folder another run is writing is refused (the test holds
+// the folder's lock as a running scratchnet would), for a new run and for --resume.
+#[test]
+fn a_run_folder_in_use_is_refused() {
+    let fixture = Fixture::new();
+    let run = fixture.path("run");
+    scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
+    let lock = std::fs::File::options()
+        .write(true)
+        .open(run.join("lock"))
+        .expect("a run leaves its lock file");
+    lock.try_lock().expect("no run holds the lock now");
+
+    let busy = fixture.path("busy");
+    std::fs::create_dir_all(&busy).unwrap();
+    let held = std::fs::File::create(busy.join("lock")).unwrap();
+    held.try_lock().unwrap();
+    let output = train_tiny(&fixture.data, &busy);
+    assert_fails_with(&output, &["is in use by another scratchnet run"]);
+    assert!(
+        !busy.join("run.json").exists(),
+        "the refused run wrote into the folder"
+    );
+
+    drop(lock);
+    let relock = std::fs::File::options()
+        .write(true)
+        .open(run.join("lock"))
+        .unwrap();
+    relock.try_lock().unwrap();
+    let output = scratchnet([
+        "train".into(),
+        "--resume".into(),
+        run.display().to_string(),
+        "--epochs".into(),
+        "2".into(),
+    ]);
+    assert_fails_with(&output, &["is in use by another scratchnet run"]);
+}
+
 #[test]
 fn new_run_into_a_folder_holding_a_run_is_refused() {
     let fixture = Fixture::new();
