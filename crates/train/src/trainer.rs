@@ -105,7 +105,23 @@ impl TrainState {
             .context("state.safetensors has no progress record")
             .and_then(|text| Ok(serde_json::from_str(&text)?))
             .with_context(|| format!("reading {}", file.path.display()))?;
-        TensorFile::read(&run_dir.join("last.safetensors"))?.load_into(&mut state.net)?;
+        let last = TensorFile::read(&run_dir.join("last.safetensors"))?;
+        // A run must end as it would have without the stop: recipe.toml, which a user can
+        // edit, must still be the recipe the checkpoints were written with.
+        if let Some(stored) = last.metadata(checkpoint::RECIPE_KEY) {
+            let trained = Recipe::parse(&stored)
+                .with_context(|| format!("the recipe stored in {}", last.path.display()))?;
+            if trained != *recipe {
+                bail!(
+                    "{} is not the recipe this run was trained with (the one stored in {}): \
+                     a resumed run keeps its recipe; put it back, or start a new run with the \
+                     changed one",
+                    run_dir.join("recipe.toml").display(),
+                    last.path.display()
+                );
+            }
+        }
+        last.load_into(&mut state.net)?;
         for (idx, p) in state.net.params.iter().enumerate() {
             let len = p.value.len();
             state.adam.m[idx] = file.f32(&format!("adam.m.{}", p.name), &[len])?;

@@ -287,6 +287,41 @@ fn a_bad_test_batch_fails_before_the_first_epoch() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains("epoch=1"));
 }
 
+// Pins that --resume refuses a run folder whose recipe.toml was edited after the run
+// started, and accepts one that was only reformatted.
+#[test]
+fn resume_with_an_edited_recipe_is_refused() {
+    let fixture = Fixture::new();
+    let run = fixture.path("run");
+    scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
+    let recipe_path = run.join("recipe.toml");
+    let text = std::fs::read_to_string(&recipe_path).unwrap();
+    let resume = || {
+        scratchnet([
+            "train".to_string(),
+            "--resume".into(),
+            run.display().to_string(),
+            "--epochs".into(),
+            "2".into(),
+        ])
+    };
+
+    assert!(text.contains("lr = 0.001\n"), "{text}");
+    std::fs::write(&recipe_path, text.replace("lr = 0.001\n", "lr = 0.002\n")).unwrap();
+    assert_fails_with(
+        &resume(),
+        &["recipe.toml is not the recipe this run was trained with"],
+    );
+
+    std::fs::write(&recipe_path, format!("# a comment\n\n{text}")).unwrap();
+    let output = resume();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 // Pins that a diverged run (NaN loss) exits non-zero with a message instead of ending
 // quietly without a best model.
 #[test]
