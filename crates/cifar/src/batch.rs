@@ -11,6 +11,7 @@ use crate::{
 
 /// Reads one batch file: any whole, non-zero number of records, every label below 10.
 pub fn read_batch_file(path: &Path) -> Result<Dataset, CifarError> {
+    check_regular_file(path)?;
     let bytes = fs::read(path).map_err(|source| read_error(path, source))?;
 
     if bytes.is_empty() {
@@ -96,6 +97,7 @@ pub fn load_test(dir: &Path) -> Result<Dataset, CifarError> {
 pub fn load_class_names(dir: &Path) -> Result<Vec<String>, CifarError> {
     check_folder(dir)?;
     let path = dir.join(META_FILE);
+    check_regular_file(&path)?;
     let text = fs::read_to_string(&path).map_err(|source| read_error(&path, source))?;
 
     let names: Vec<String> = text
@@ -119,6 +121,18 @@ fn check_folder(dir: &Path) -> Result<(), CifarError> {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(CifarError::NotAFolder { dir: dir_buf }),
         Err(_) => Err(CifarError::MissingFolder { dir: dir_buf }),
+    }
+}
+
+/// A batch file must be a plain file (a link to one is fine): reading a named pipe or a
+/// device would wait for a writer that may never come, or never end.
+fn check_regular_file(path: &Path) -> Result<(), CifarError> {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(CifarError::NotAFile {
+            path: path.to_path_buf(),
+        }),
+        // Missing or unreadable: the read that follows says which.
+        _ => Ok(()),
     }
 }
 

@@ -20,6 +20,9 @@ pub enum CifarError {
     #[error("CIFAR-10 file {} not found (run data/fetch-cifar10.sh)", path.display())]
     MissingFile { path: PathBuf },
 
+    #[error("{} is not a plain file (a folder, a pipe or a device): a CIFAR-10 batch must be one", path.display())]
+    NotAFile { path: PathBuf },
+
     #[error(
         "reading {}: expected a multiple of {RECORD_BYTES} bytes, found {n_bytes}",
         path.display()
