@@ -196,6 +196,19 @@ impl TensorFile {
 
     /// Overwrites the weights and running statistics of `net` with this file's.
     pub fn load_into(&self, net: &mut Network) -> Result<()> {
+        // As PyTorch's `load_state_dict(strict=True)`: a tensor the network does not have
+        // means the file is for another network.
+        let expected: std::collections::HashSet<String> =
+            network_entries(net).into_iter().map(|e| e.name).collect();
+        let tensors = self.tensors();
+        let mut names = tensors.names();
+        names.sort();
+        if let Some(extra) = names.iter().find(|name| !expected.contains(**name)) {
+            bail!(
+                "{}: tensor {extra} is not in this network (a file for another network?)",
+                self.path.display()
+            );
+        }
         for p in &mut net.params {
             let values = self.f32(&p.name, p.value.shape())?;
             p.value = Tensor::from_vec(p.value.shape(), values);
@@ -205,6 +218,13 @@ impl TensorFile {
             let c = stats.mean.len();
             stats.mean = self.f32(&format!("{layer_idx}.running_mean"), &[c])?;
             stats.var = self.f32(&format!("{layer_idx}.running_var"), &[c])?;
+            if let Some(i) = stats.var.iter().position(|&v| v < 0.0) {
+                bail!(
+                    "{}: tensor {layer_idx}.running_var holds {} at index {i}; a variance cannot be negative",
+                    self.path.display(),
+                    stats.var[i]
+                );
+            }
             stats.n_batches = self.i64_scalar(&format!("{layer_idx}.num_batches_tracked"))?;
         }
         Ok(())
@@ -238,6 +258,36 @@ mod tests {
         assert!(
             message.contains("tensor 1.weight holds NaN at index 4"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn a_negative_running_variance_or_a_foreign_tensor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let mut net = Network::new(lenet5_bn(), 1);
+        net.running[0].var[2] = -1.0;
+        save_weights(&path, &net, "").unwrap();
+        let err = TensorFile::read(&path)
+            .unwrap()
+            .load_into(&mut Network::new(lenet5_bn(), 2))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("1.running_var holds -1 at index 2"),
+            "{err:#}"
+        );
+
+        let mut entries = network_entries(&Network::new(lenet5_bn(), 1));
+        entries.push(Entry::f32("99.weight".into(), &[1], &[0.5]));
+        let bytes = serialize(&entries, HashMap::new()).unwrap();
+        write_atomically(&path, &bytes).unwrap();
+        let err = TensorFile::read(&path)
+            .unwrap()
+            .load_into(&mut Network::new(lenet5_bn(), 2))
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("tensor 99.weight is not in this network"),
+            "{err:#}"
         );
     }
 

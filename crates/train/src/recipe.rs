@@ -42,8 +42,22 @@ impl<'de> Deserialize<'de> for NetworkSpec {
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| {
-                    Layer::deserialize(item)
-                        .map_err(|e| D::Error::custom(format!("network layer {i}: {e}")))
+                    let layer = Layer::deserialize(item.clone())
+                        .map_err(|e| D::Error::custom(format!("network layer {i}: {e}")))?;
+                    // serde lets a layer without fields (tanh, relu, flatten) carry any keys.
+                    let takes_none = matches!(layer, Layer::Tanh | Layer::Relu | Layer::Flatten);
+                    match item
+                        .as_table()
+                        .and_then(|t| t.keys().find(|k| *k != "type"))
+                    {
+                        Some(extra) if takes_none => Err(D::Error::custom(format!(
+                            "network layer {i}: unknown field `{extra}`: a {} layer takes none",
+                            item.get("type")
+                                .and_then(toml::Value::as_str)
+                                .unwrap_or("?")
+                        ))),
+                        _ => Ok(layer),
+                    }
                 })
                 .collect::<Result<_, _>>()
                 .map(NetworkSpec::Layers),
@@ -168,6 +182,14 @@ impl Recipe {
 
     pub fn parse(text: &str) -> Result<Recipe> {
         let recipe: Recipe = toml::from_str(text)?;
+        // serde lets `kind = "constant"`, which has no fields, carry any keys.
+        if recipe.schedule == Schedule::Constant {
+            let table: toml::Table = toml::from_str(text)?;
+            let schedule = table.get("schedule").and_then(toml::Value::as_table);
+            if let Some(extra) = schedule.and_then(|t| t.keys().find(|k| *k != "kind")) {
+                bail!("schedule: unknown field `{extra}`: the constant schedule takes none");
+            }
+        }
         recipe.validate()?;
         Ok(recipe)
     }
@@ -302,6 +324,26 @@ mod tests {
         let err = format!("{:#}", Recipe::parse(text).unwrap_err());
         assert!(
             err.contains("network layer 0") && err.contains("kernel"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_on_what_takes_none_are_refused() {
+        let base = "name = \"x\"\nepochs = 1\nbatch_size = 2\nnetwork = \"lenet5-bn\"\n";
+        let err = Recipe::parse(&format!(
+            "{base}[schedule]\nkind = \"constant\"\nt_max = 5\n"
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `t_max`"),
+            "{err:#}"
+        );
+        let text = "name = \"x\"\nepochs = 1\nbatch_size = 2\n\
+                    [[network]]\ntype = \"flatten\"\nstart_dim = 2\n";
+        let err = format!("{:#}", Recipe::parse(text).unwrap_err());
+        assert!(
+            err.contains("network layer 0: unknown field `start_dim`: a flatten layer takes none"),
             "{err}"
         );
     }

@@ -74,7 +74,7 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         _ => info.data_sha256 = Some(fingerprint),
     }
     let test = load_test_if_present(&info.data)?;
-    let class_names = scratchnet_cifar::load_class_names(&info.data).ok();
+    let class_names = class_names_or_numbers(&info.data);
     let _lock = lock_run_dir(&plan.run_dir)?;
     if args.resume.is_none() {
         // Checked again under the lock: another run may have started here meanwhile.
@@ -214,6 +214,21 @@ fn new_plan(args: &TrainArgs, threads: usize) -> Result<(RunPlan, RunInfo, Train
         seed: args.seed,
     };
     Ok((plan, info, state))
+}
+
+/// The class names of `batches.meta.txt`, or `None` (classes shown as numbers) when the
+/// folder has none; a file that is there but unusable says so on stderr.
+fn class_names_or_numbers(data: &Path) -> Option<Vec<String>> {
+    if !data.join(scratchnet_cifar::META_FILE).exists() {
+        return None;
+    }
+    match scratchnet_cifar::load_class_names(data) {
+        Ok(names) => Some(names),
+        Err(err) => {
+            eprintln!("note: {err}; the classes are shown as numbers");
+            None
+        }
+    }
 }
 
 fn refuse_a_folder_holding_a_run(run_dir: &Path) -> Result<()> {

@@ -384,7 +384,7 @@ pub fn run(plan: &RunPlan, split: &Split, mut state: TrainState) -> Result<Outco
 }
 
 /// Where the epoch's time went, one `key=value` line per op or phase, then resets.
-fn print_profile(epoch: usize, train_seconds: f64, epoch_seconds: f64) -> std::io::Result<()> {
+fn print_profile(epoch: usize, train_seconds: f64, epoch_seconds: f64) -> Result<()> {
     for (name, total, calls) in profile::snapshot() {
         let ms = total.as_secs_f64() * 1e3;
         outln!(
