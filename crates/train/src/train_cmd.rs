@@ -54,6 +54,12 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         Some(run_dir) => resume_plan(run_dir, &args, threads)?,
         None => new_plan(&args, threads)?,
     };
+    if args.resume.is_some() && args.data.is_none() && !info.data.exists() {
+        bail!(
+            "this run's data folder {} is not there any more: pass --data with its new place",
+            info.data.display()
+        );
+    }
     // Every input is read and checked before the first epoch, so that bad data fails in
     // seconds, not after hours of training.
     let split = load_split(&info.data, info.val_size, info.train_limit)?;

@@ -287,6 +287,29 @@ fn a_bad_test_batch_fails_before_the_first_epoch() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains("epoch=1"));
 }
 
+// Pins that a resume whose data folder has moved asks for --data instead of the fetch script.
+#[test]
+fn resume_after_the_data_moved_asks_for_data() {
+    let fixture = Fixture::new();
+    let data = fixture.path("data-here");
+    std::fs::create_dir(&data).unwrap();
+    for entry in std::fs::read_dir(&fixture.data).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), data.join(entry.file_name())).unwrap();
+    }
+    let run = fixture.path("run");
+    scratchnet_ok(train_args("v2", &data, &run, 1, 7));
+    std::fs::rename(&data, fixture.path("data-moved")).unwrap();
+    let output = scratchnet([
+        "train".to_string(),
+        "--resume".into(),
+        run.display().to_string(),
+        "--epochs".into(),
+        "2".into(),
+    ]);
+    assert_fails_with(&output, &["is not there any more: pass --data"]);
+}
+
 // Pins that --resume refuses a run folder whose recipe.toml was edited after the run
 // started, and accepts one that was only reformatted.
 #[test]
