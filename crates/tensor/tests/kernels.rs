@@ -136,6 +136,40 @@ fn conv_equals_naive_for_every_tail_of_lane_groups() {
     check_conv_against_naive([50, 6, 14, 14], [16, 6, 5, 5], Conv2dConfig::default());
 }
 
+/// The lanes backward without the forward's interleaved input (it interleaves the input
+/// again, full groups and tail) gives the very bits it gives with it.
+#[test]
+fn lanes_backward_without_the_saved_input_gives_the_same_bits() {
+    let cases = [
+        ([10, 6, 14, 14], [16, 6, 5, 5], Conv2dConfig::default()),
+        (
+            [11, 2, 9, 10],
+            [3, 2, 3, 3],
+            Conv2dConfig {
+                stride: 2,
+                padding: 1,
+            },
+        ),
+    ];
+    for (input, weight, cfg) in cases {
+        let x = ramp(&input, 0.02, 1);
+        let w = ramp(&weight, 0.01, 2);
+        let b = ramp(&[weight[0]], 0.1, 3);
+        let (out, mut saved) = conv2d_forward_with(ConvAlgorithm::Lanes, &x, &w, &b, cfg);
+        let d_out = ramp(out.shape(), 0.03, 4);
+        let with = conv2d_backward(&saved, &x, &w, &d_out, true);
+        saved.lanes_input = None;
+        let without = conv2d_backward(&saved, &x, &w, &d_out, true);
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&with.d_weight), bits(&without.d_weight));
+        assert_eq!(bits(&with.d_bias), bits(&without.d_bias));
+        assert_eq!(
+            bits(with.d_input.as_ref().unwrap()),
+            bits(without.d_input.as_ref().unwrap())
+        );
+    }
+}
+
 #[test]
 fn conv_equals_naive_at_the_lenet_shapes() {
     let cfg = Conv2dConfig::default();
