@@ -21,6 +21,10 @@ pub const WIDTH: usize = 8;
 pub trait Simd: Copy {
     type V: Copy;
     fn splat(self, x: f32) -> Self::V;
+    /// `splat(*x)`, as one broadcast from memory.
+    fn splat_from(self, x: &f32) -> Self::V {
+        self.splat(*x)
+    }
     fn load(self, v: &[f32; WIDTH]) -> Self::V;
     fn store(self, v: Self::V) -> [f32; WIDTH];
     /// `a · b + c`, each lane rounded once.
@@ -69,8 +73,9 @@ pub use x86::Avx2Fma;
 #[allow(unsafe_code)]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_set1_ps,
-        _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+        __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_permute2f128_ps,
+        _mm256_set1_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
     };
 
     use super::{Simd, WIDTH};
@@ -102,6 +107,11 @@ mod x86 {
         #[inline(always)]
         fn splat(self, x: f32) -> __m256 {
             unsafe { _mm256_set1_ps(x) }
+        }
+
+        #[inline(always)]
+        fn splat_from(self, x: &f32) -> __m256 {
+            unsafe { _mm256_broadcast_ss(x) }
         }
 
         #[inline(always)]

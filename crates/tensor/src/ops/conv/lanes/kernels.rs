@@ -41,11 +41,11 @@ fn forward_row_with<S: Simd, const KB: usize, const PB: usize>(
                     let y = oh * d.stride + kh;
                     let x_row = &x[(c * ld.hp + y) * ld.wp..][..ld.wp];
                     for kw in 0..d.kw {
-                        let w_k = w_block[(c * d.kh + kh) * d.kw + kw];
+                        let w_k = &w_block[(c * d.kh + kh) * d.kw + kw];
                         let x_v: [S::V; PB] =
                             std::array::from_fn(|pb| s.load(&x_row[(ow0 + pb) * d.stride + kw]));
-                        for (acc_k, &w) in acc.iter_mut().zip(&w_k) {
-                            let w_v = s.splat(w);
+                        for (acc_k, w) in acc.iter_mut().zip(w_k) {
+                            let w_v = s.splat_from(w);
                             for (a, &x_p) in acc_k.iter_mut().zip(&x_v) {
                                 *a = s.mul_add(w_v, x_p, *a);
                             }
@@ -187,12 +187,12 @@ fn input_grad_plane_with<S: Simd, const RB: usize, const PB: usize>(
                 for ow0 in (0..ld.ow_dx).step_by(PB) {
                     // 1. acc[rr][pb] = Σ_k W[k, c, kh, kw0 + rr] · d_out[k, oh, ow0 + pb]
                     let mut acc = [[s.splat(0.0); PB]; RB];
-                    for (&k_start, &w_k) in k_starts.iter().zip(w_block) {
+                    for (&k_start, w_k) in k_starts.iter().zip(w_block) {
                         let at = k_start + ow0 * rows.ow_stride;
                         let g_v: [S::V; PB] =
                             std::array::from_fn(|pb| s.load(&g_row[at + pb * rows.ow_stride]));
-                        for (acc_r, &w) in acc.iter_mut().zip(&w_k) {
-                            let w_v = s.splat(w);
+                        for (acc_r, w) in acc.iter_mut().zip(w_k) {
+                            let w_v = s.splat_from(w);
                             for (a, &g_p) in acc_r.iter_mut().zip(&g_v) {
                                 *a = s.mul_add(w_v, g_p, *a);
                             }
