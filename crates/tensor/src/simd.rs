@@ -209,8 +209,9 @@ mod tests {
     fn run<S: Simd>(s: S) -> [f32; WIDTH] {
         let a = s.load(&[1.1, -2.3, 3.7, 1e-8, 5.0, -6.5, 7.25, 8.0]);
         let b = s.splat(0.3);
+        let d = s.splat_from(&-1.75);
         let c = s.load(&[0.1, 0.2, 0.3, 0.4, -0.5, 0.6, 0.7, f32::MAX]);
-        s.store(s.mul_add(a, b, s.mul_add(b, c, a)))
+        s.store(s.mul_add(a, b, s.mul_add(d, c, a)))
     }
 
     #[test]
