@@ -28,12 +28,26 @@ pub struct EvalArgs {
     /// test: test_batch.bin; val: the last --val-size training images.
     #[arg(long, value_enum, default_value_t = EvalSplit::Test)]
     pub split: EvalSplit,
-    /// Size of the validation hold-out, as in training.
-    #[arg(long, default_value_t = 5000)]
-    pub val_size: usize,
+    /// Size of the validation hold-out, as in training (default: the `val_size` of the
+    /// run.json beside the weights file, else 5000).
+    #[arg(long)]
+    pub val_size: Option<usize>,
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// The hold-out `scratchnet train` uses unless told otherwise.
+const DEFAULT_VAL_SIZE: usize = 5000;
+
+/// The validation hold-out of the run that wrote `weights`, from the `run.json` beside it;
+/// `None` when there is none (a weights file moved out of its run folder).
+fn run_val_size(weights: &std::path::Path) -> Result<Option<usize>> {
+    let dir = weights.parent().unwrap_or(std::path::Path::new("."));
+    if !crate::run_info::RunInfo::path(dir).exists() {
+        return Ok(None);
+    }
+    Ok(Some(crate::run_info::RunInfo::read(dir)?.val_size))
 }
 
 pub fn run_eval(args: EvalArgs) -> Result<()> {
@@ -47,7 +61,13 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
     file.load_into(&mut net)?;
     let (data, prefix) = match args.split {
         EvalSplit::Test => (scratchnet_cifar::load_test(&args.data)?, "test"),
-        EvalSplit::Val => (load_split(&args.data, args.val_size, None)?.val, "val"),
+        EvalSplit::Val => {
+            let val_size = match args.val_size {
+                Some(n) => n,
+                None => run_val_size(&args.weights)?.unwrap_or(DEFAULT_VAL_SIZE),
+            };
+            (load_split(&args.data, val_size, None)?.val, "val")
+        }
     };
     let eval = evaluate(&mut net, &data, &recipe.augment, recipe.label_smoothing);
     outln!(

@@ -45,7 +45,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub profile: bool,
     /// Continue the run in this folder (its recipe, seed and data) to --epochs in all.
-    #[arg(long, conflicts_with_all = ["recipe", "batch_size", "train_limit", "seed", "out"])]
+    #[arg(long, conflicts_with_all = ["recipe", "batch_size", "train_limit", "val_size", "seed", "out"])]
     pub resume: Option<PathBuf>,
 }
 
@@ -81,7 +81,7 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
     }
     let test = load_test_if_present(&info.data)?;
     let class_names = class_names_or_numbers(&info.data);
-    let _lock = lock_run_dir(&plan.run_dir)?;
+    let _lock = lock_run_dir(&plan.run_dir, args.resume.is_none())?;
     if args.resume.is_none() {
         // Checked again under the lock: another run may have started here meanwhile.
         refuse_a_folder_holding_a_run(&plan.run_dir)?;
@@ -130,6 +130,10 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         &plan.recipe.augment,
         plan.recipe.label_smoothing,
     );
+    // Saved before it is printed, like every epoch: a reader that leaves loses nothing.
+    info.test_loss = Some(eval.loss);
+    info.test_acc = Some(eval.accuracy);
+    info.write(&plan.run_dir)?;
     outln!("class precision recall f1")?;
     for (c, (p, r, f)) in per_class_scores(&eval.confusion).iter().enumerate() {
         let name = class_names.as_ref().map_or(c.to_string(), |n| n[c].clone());
@@ -142,9 +146,6 @@ pub fn run_train(args: TrainArgs, threads: usize) -> Result<()> {
         eval.accuracy,
         eval.n_images
     )?;
-    info.test_loss = Some(eval.loss);
-    info.test_acc = Some(eval.accuracy);
-    info.write(&plan.run_dir)?;
     Ok(())
 }
 
@@ -256,7 +257,7 @@ struct RunLock {
 /// Creates the run folder if need be and locks its `lock` file, so that a second scratchnet
 /// run writing into the same folder at the same time is refused instead of interleaving its
 /// checkpoints with this one's.
-fn lock_run_dir(run_dir: &Path) -> Result<RunLock> {
+fn lock_run_dir(run_dir: &Path, new_run: bool) -> Result<RunLock> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let path = run_dir.join("lock");
     let file = std::fs::OpenOptions::new()
@@ -268,10 +269,14 @@ fn lock_run_dir(run_dir: &Path) -> Result<RunLock> {
     match file.try_lock() {
         Ok(()) => Ok(RunLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "{} is in use by another scratchnet run (it holds {}): wait for that run to end, \
-             or choose another --out",
+            "{} is in use by another scratchnet run (it holds {}): wait for that run to end{}",
             run_dir.display(),
-            path.display()
+            path.display(),
+            if new_run {
+                ", or choose another --out"
+            } else {
+                ""
+            }
         ),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {}", path.display()))
@@ -308,6 +313,13 @@ fn resume_plan(
     let epochs = args.epochs.unwrap_or(info.epochs);
     let state = TrainState::load(run_dir, &recipe, info.seed)
         .with_context(|| format!("resuming {}", run_dir.display()))?;
+    if state.epochs_done > 0 && !run_dir.join("best.safetensors").exists() {
+        bail!(
+            "{} has no best.safetensors (deleted or moved?): a resumed run needs its best \
+             model so far; put it back, or start a new run",
+            run_dir.display()
+        );
+    }
     if state.stopped_early {
         bail!(
             "{} stopped early after epoch {}: there is nothing to resume",

@@ -263,6 +263,22 @@ fn eval_prints_loss_accuracy_and_count_for_test_and_val() {
     assert_eq!(fields[2].1, val_size);
     let acc: f64 = fields[1].1.parse().unwrap();
     assert!((0.0..=100.0).contains(&acc), "{val_stdout}");
+
+    // 3. Without --val-size: the run's own hold-out, from the run.json beside the weights.
+    let default_stdout = scratchnet_ok([
+        "eval",
+        "--weights",
+        &weights,
+        "--data",
+        &data,
+        "--split",
+        "val",
+    ]);
+    assert_eq!(
+        last_line_fields(&default_stdout),
+        fields,
+        "{default_stdout}"
+    );
 }
 
 // Pins that --epochs 0 is refused instead of leaving an empty run folder behind.
@@ -285,6 +301,37 @@ fn a_bad_test_batch_fails_before_the_first_epoch() {
     let output = train_tiny(&fixture.data, &fixture.path("run"));
     assert_fails_with(&output, &["test_batch.bin", "200"]);
     assert!(!String::from_utf8_lossy(&output.stdout).contains("epoch=1"));
+}
+
+// Pins that a resume without the run's best.safetensors is refused before training, and
+// that --val-size cannot be changed on a resume.
+#[test]
+fn resume_without_the_best_model_or_with_a_new_val_size_is_refused() {
+    let fixture = Fixture::new();
+    let run = fixture.path("run");
+    scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
+    let resume = |extra: &[&str]| {
+        let mut args = vec![
+            "train".to_string(),
+            "--resume".into(),
+            run.display().to_string(),
+            "--epochs".into(),
+            "2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        scratchnet(args)
+    };
+    let output = resume(&["--val-size", "10"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+
+    std::fs::remove_file(run.join("best.safetensors")).unwrap();
+    assert_fails_with(&resume(&[]), &["has no best.safetensors"]);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        2,
+        "the refused resume trained:\n{metrics}"
+    );
 }
 
 // Pins that a resume whose data folder has moved asks for --data instead of the fetch script.
