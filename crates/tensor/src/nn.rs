@@ -101,6 +101,40 @@ pub struct ShapeError {
     pub input: Vec<usize>,
 }
 
+impl Layer {
+    /// The first of the layer's sizes that is zero, by its recipe key: every size must be at
+    /// least 1 (padding may be 0).
+    pub fn zero_size(&self) -> Option<&'static str> {
+        let sizes: &[(&'static str, usize)] = match *self {
+            Layer::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                stride,
+                ..
+            } => &[
+                ("in_channels", in_channels),
+                ("out_channels", out_channels),
+                ("kernel", kernel),
+                ("stride", stride),
+            ],
+            Layer::BatchNorm2d { channels } => &[("channels", channels)],
+            Layer::AvgPool2d { kernel, stride } | Layer::MaxPool2d { kernel, stride } => {
+                &[("kernel", kernel), ("stride", stride)]
+            }
+            Layer::Linear {
+                in_features,
+                out_features,
+            } => &[("in_features", in_features), ("out_features", out_features)],
+            Layer::Tanh | Layer::Relu | Layer::Flatten => &[],
+        };
+        sizes
+            .iter()
+            .find(|(_, size)| *size == 0)
+            .map(|(key, _)| *key)
+    }
+}
+
 /// The output shape of every layer for one input of shape `input` (without the batch
 /// dimension), or the first layer that does not fit.
 pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>, ShapeError> {

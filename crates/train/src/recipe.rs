@@ -76,6 +76,11 @@ impl NetworkSpec {
             NetworkSpec::Named(name) => bail!("unknown network {name:?} (known: lenet5-bn)"),
             NetworkSpec::Layers(layers) => layers.clone(),
         };
+        for (i, layer) in layers.iter().enumerate() {
+            if let Some(key) = layer.zero_size() {
+                bail!("network layer {i}: {key} must be at least 1, found 0");
+            }
+        }
         let shapes = nn::infer_shapes(&layers, &[3, 32, 32])?;
         match shapes.last().map(|s| &s[..]) {
             Some([10]) => Ok(layers),
@@ -354,7 +359,10 @@ mod tests {
         let text = "name = \"x\"\nepochs = 1\nbatch_size = 2\n\
                     [[network]]\ntype = \"conv2d\"\nin_channels = 3\nout_channels = 0\nkernel = 3\n";
         let err = format!("{:#}", Recipe::parse(text).unwrap_err());
-        assert!(err.contains("layer 0"), "{err}");
+        assert!(
+            err.contains("network layer 0: out_channels must be at least 1, found 0"),
+            "{err}"
+        );
     }
 
     #[test]
