@@ -111,6 +111,12 @@ fi
 dest=${dest:-$script_dir/cifar-10-batches-bin}
 dest=${dest%/}
 
+# A mirror that is not there is an error even when DEST is already complete: the command
+# asked for that mirror, and a mistyped path should not pass unnoticed.
+if [[ -n "$from" && ! -d "$from" ]]; then
+    die "mirror folder $from not found"
+fi
+
 # 2. An existing DEST: done if it verifies, refused otherwise (it is not ours to delete),
 # unless it is an empty folder.
 if [[ -e "$dest" ]]; then
@@ -135,7 +141,6 @@ mkdir "$staging"
 
 if [[ -n "$from" ]]; then
     # 3a. Local mirror: verify in place, copy, verify the copy, move into place.
-    [[ -d "$from" ]] || die "mirror folder $from not found"
     [[ -f "$from/SHA256SUMS" ]] || die "mirror folder $from has no SHA256SUMS"
 
     mapfile -t files < <(listed_files "$from")
