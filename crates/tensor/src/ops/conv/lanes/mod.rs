@@ -12,7 +12,7 @@
 //! im2col + GEMM leaves GEMM tiles half empty and spends more time copying than computing.
 //! The images left after the full groups (N mod L) share one more group, each image's output
 //! rows cut into bands with a lane per (image, band) (`Tail`), so that a batch of 50 costs
-//! 6.25 groups' work and not 7.
+//! about 6.3 groups' work and not 7.
 //!
 //! Each kernel keeps a tile of accumulator vectors in registers while it walks the rest:
 //! - forward, `out[k, oh, ow] = b[k] + Σ_{c,kh,kw} W[k, c, kh, kw] · x[c, oh·s + kh, ow·s + kw]`:
