@@ -402,7 +402,7 @@ fn print_profile(epoch: usize, train_seconds: f64, epoch_seconds: f64) -> Result
 /// The one line an epoch prints: fixed `key=value` fields, for grep and plots.
 pub fn log_line(row: &MetricsRow, improved: bool) -> String {
     let mut line = format!(
-        "epoch={} train_loss={:.4} train_loss_std={:.4} train_acc={:.2} val_loss={:.4} val_acc={:.2} lr={:.6} seconds={:.2}",
+        "epoch={} train_loss={:.4} train_loss_std={:.4} train_acc={:.2} val_loss={:.4} val_acc={:.2} lr={:.3e} seconds={:.2}",
         row.epoch, row.train_loss, row.train_loss_std, row.train_acc, row.val_loss, row.val_acc, row.lr, row.seconds
     );
     if let (Some(loss), Some(acc)) = (row.ema_val_loss, row.ema_val_acc) {
