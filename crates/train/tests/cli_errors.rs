@@ -34,6 +34,19 @@ fn train_tiny(data: &Path, out: &Path) -> Output {
     scratchnet(train_args("v2", data, out, 1, 7))
 }
 
+/// `train --resume RUN --epochs EPOCHS` with `extra` flags after them.
+fn resume(run: &Path, epochs: usize, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train".to_string(),
+        "--resume".into(),
+        run.display().to_string(),
+        "--epochs".into(),
+        epochs.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    scratchnet(args)
+}
+
 /// The `key=value` fields of the last line of `stdout`, in order.
 fn last_line_fields(stdout: &str) -> Vec<(String, String)> {
     let line = stdout.lines().last().expect("eval prints a line");
@@ -183,13 +196,7 @@ fn a_run_folder_in_use_is_refused() {
         .open(run.join("lock"))
         .unwrap();
     relock.try_lock().unwrap();
-    let output = scratchnet([
-        "train".into(),
-        "--resume".into(),
-        run.display().to_string(),
-        "--epochs".into(),
-        "2".into(),
-    ]);
+    let output = resume(&run, 2, &[]);
     assert_fails_with(&output, &["is in use by another scratchnet run"]);
 }
 
@@ -310,22 +317,11 @@ fn resume_without_the_best_model_or_with_a_new_val_size_is_refused() {
     let fixture = Fixture::new();
     let run = fixture.path("run");
     scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
-    let resume = |extra: &[&str]| {
-        let mut args = vec![
-            "train".to_string(),
-            "--resume".into(),
-            run.display().to_string(),
-            "--epochs".into(),
-            "2".into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        scratchnet(args)
-    };
-    let output = resume(&["--val-size", "10"]);
+    let output = resume(&run, 2, &["--val-size", "10"]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 
     std::fs::remove_file(run.join("best.safetensors")).unwrap();
-    assert_fails_with(&resume(&[]), &["has no best.safetensors"]);
+    assert_fails_with(&resume(&run, 2, &[]), &["has no best.safetensors"]);
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(
         metrics.lines().count(),
@@ -347,13 +343,7 @@ fn resume_after_the_data_moved_asks_for_data() {
     let run = fixture.path("run");
     scratchnet_ok(train_args("v2", &data, &run, 1, 7));
     std::fs::rename(&data, fixture.path("data-moved")).unwrap();
-    let output = scratchnet([
-        "train".to_string(),
-        "--resume".into(),
-        run.display().to_string(),
-        "--epochs".into(),
-        "2".into(),
-    ]);
+    let output = resume(&run, 2, &[]);
     assert_fails_with(&output, &["is not there any more: pass --data"]);
 }
 
@@ -366,25 +356,16 @@ fn resume_with_an_edited_recipe_is_refused() {
     scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
     let recipe_path = run.join("recipe.toml");
     let text = std::fs::read_to_string(&recipe_path).unwrap();
-    let resume = || {
-        scratchnet([
-            "train".to_string(),
-            "--resume".into(),
-            run.display().to_string(),
-            "--epochs".into(),
-            "2".into(),
-        ])
-    };
 
     assert!(text.contains("lr = 0.001\n"), "{text}");
     std::fs::write(&recipe_path, text.replace("lr = 0.001\n", "lr = 0.002\n")).unwrap();
     assert_fails_with(
-        &resume(),
+        &resume(&run, 2, &[]),
         &["recipe.toml is not the recipe this run was trained with"],
     );
 
     std::fs::write(&recipe_path, format!("# a comment\n\n{text}")).unwrap();
-    let output = resume();
+    let output = resume(&run, 2, &[]);
     assert!(
         output.status.success(),
         "{}",
