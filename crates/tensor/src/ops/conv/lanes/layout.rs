@@ -115,56 +115,7 @@ fn lanes_to_rows_with<S: Simd>(
     }
 }
 
-/// The L rows from `at` of the images in `images` (`[n, image_len]`, n <= L), `len` values
-/// each; `zeros` (at least `len` long) stands in past the last image.
-fn image_rows<'a>(
-    images: &'a [f32],
-    image_len: usize,
-    at: usize,
-    len: usize,
-    zeros: &'a [f32],
-) -> [&'a [f32]; LANES] {
-    std::array::from_fn(|l| {
-        let start = l * image_len + at;
-        images.get(start..start + len).unwrap_or(&zeros[..len])
-    })
-}
-
-/// One lane group's images `[n, C, H, W]` (n <= L) -> its `[C, HP, WP]` vectors: image l in
-/// lane l, zeros in the lanes past n; the border and the margin are left as they are (zero
-/// in a buffer from the pool).
-pub(super) fn interleave_input_group(images: &[f32], ld: &LaneDims, group: &mut [f32]) {
-    let d = &ld.d;
-    let image_len = d.c * d.h * d.w;
-    let zeros = vec![0.0f32; d.w];
-    let (group, _) = group.as_chunks_mut::<LANES>();
-    for row_idx in 0..d.c * d.h {
-        let src = image_rows(images, image_len, row_idx * d.w, d.w, &zeros);
-        let at = ld.padded_row_start(row_idx);
-        rows_to_lanes(src, &mut group[at..at + d.w], 1);
-    }
-}
-
-/// One lane group's output gradients `[n, K, OH, OW]` (n <= L) -> `[OH, ...]` vectors in
-/// the row layout `rows`, zeros in the lanes past n: the layout the backward kernels read.
-pub(super) fn interleave_output_group(
-    images: &[f32],
-    ld: &LaneDims,
-    rows: RowLayout,
-    group: &mut [f32],
-) {
-    let d = &ld.d;
-    let image_len = d.k * d.oh * d.ow;
-    let zeros = vec![0.0f32; d.ow];
-    let (group, _) = group.as_chunks_mut::<LANES>();
-    for row_idx in 0..d.k * d.oh {
-        let src = image_rows(images, image_len, row_idx * d.ow, d.ow, &zeros);
-        let at = rows.image_row_start(row_idx, d.oh);
-        rows_to_lanes(src, &mut group[at..], rows.ow_stride);
-    }
-}
-
-/// The inverse of `interleave_output_group` for rows by channel: one lane group's
+/// The inverse of `interleave_output` for a full group, rows by channel: one lane group's
 /// `[OH, K', OW']` vectors -> its images `[n, K, OH, OW]`.
 pub(super) fn deinterleave_output_group(
     group: &[f32],
@@ -189,7 +140,7 @@ pub(super) fn deinterleave_output_group(
     }
 }
 
-/// The inverse of `interleave_input_group`, dropping the border: one lane group's
+/// The inverse of `interleave_input` for a full group, dropping the border: one lane group's
 /// `[C, HP, WP]` vectors -> its images `[n, C, H, W]`.
 pub(super) fn deinterleave_input_group(group: &[f32], ld: &LaneDims, images: &mut [f32]) {
     let d = &ld.d;
@@ -200,34 +151,49 @@ pub(super) fn deinterleave_input_group(group: &[f32], ld: &LaneDims, images: &mu
     }
 }
 
-/// The tail group's input (`Tail`): lane l holds, of its image, the zero-padded rows its
-/// band reads, `[C, tail HP, WP]` vectors; zeros past the image and in the empty lanes.
-pub(super) fn interleave_input_tail(input: &[f32], ld: &LaneDims, tail: &Tail, group: &mut [f32]) {
-    let (d, t) = (&ld.d, &tail.ld);
+/// A lane group's input, `[C, HP, WP]` vectors of the group's dims `group_ld`, from the batch
+/// `input` `[N, C, H, W]` of the layer `ld`. `lane(l)` says what lane l holds: (image n of
+/// the batch, first output row oh0), or `None` for an empty lane; a full group's lane l holds
+/// image g·L + l from row 0, the tail's hold bands of rows (`Tail`). Lane l gets the
+/// zero-padded rows of its image that its output rows from oh0 on read; zeros above and
+/// below the image and in the empty lanes. The border columns and the margin are left as
+/// they are (zero in a buffer from the pool).
+pub(super) fn interleave_input(
+    input: &[f32],
+    ld: &LaneDims,
+    group_ld: &LaneDims,
+    lane: impl Fn(usize) -> Option<(usize, usize)>,
+    group: &mut [f32],
+) {
+    let d = &ld.d;
     let image_len = d.c * d.h * d.w;
     let zeros = vec![0.0f32; d.w];
     let (group, _) = group.as_chunks_mut::<LANES>();
     for c in 0..d.c {
-        for yp in 0..t.hp {
+        for yp in 0..group_ld.hp {
             let src: [&[f32]; LANES] = std::array::from_fn(|l| {
-                let row = tail.lane(l).and_then(|(n, oh0)| {
+                let row = lane(l).and_then(|(n, oh0)| {
                     let y = (oh0 * d.stride + yp).checked_sub(d.padding)?;
                     (y < d.h).then(|| &input[n * image_len + (c * d.h + y) * d.w..][..d.w])
                 });
                 row.unwrap_or(&zeros)
             });
-            let at = (c * t.hp + yp) * t.wp + d.padding;
+            let at = (c * group_ld.hp + yp) * group_ld.wp + d.padding;
             rows_to_lanes(src, &mut group[at..at + d.w], 1);
         }
     }
 }
 
-/// The tail group's output gradient: lane l holds its band's rows, `[band, ...]` vectors in
-/// the row layout `rows`; zeros past the last output row and in the empty lanes.
-pub(super) fn interleave_output_tail(
+/// A lane group's output gradient, `[band, ...]` vectors in the row layout `rows`, from the
+/// batch `d_out` `[N, K, OH, OW]`: lane l holds `band` output rows of its image from oh0 on
+/// (`lane` as for `interleave_input`); zeros past the last output row and in the empty
+/// lanes. The layout the backward kernels
+/// read.
+pub(super) fn interleave_output(
     d_out: &[f32],
     ld: &LaneDims,
-    tail: &Tail,
+    band: usize,
+    lane: impl Fn(usize) -> Option<(usize, usize)>,
     rows: RowLayout,
     group: &mut [f32],
 ) {
@@ -236,21 +202,21 @@ pub(super) fn interleave_output_tail(
     let zeros = vec![0.0f32; d.ow];
     let (group, _) = group.as_chunks_mut::<LANES>();
     for k in 0..d.k {
-        for oh in 0..tail.band {
+        for oh in 0..band {
             let src: [&[f32]; LANES] = std::array::from_fn(|l| {
-                let row = tail.lane(l).and_then(|(n, oh0)| {
+                let row = lane(l).and_then(|(n, oh0)| {
                     (oh0 + oh < d.oh)
                         .then(|| &d_out[n * image_len + (k * d.oh + oh0 + oh) * d.ow..][..d.ow])
                 });
                 row.unwrap_or(&zeros)
             });
-            let at = rows.image_row_start(k * tail.band + oh, tail.band);
+            let at = rows.image_row_start(k * band + oh, band);
             rows_to_lanes(src, &mut group[at..], rows.ow_stride);
         }
     }
 }
 
-/// The inverse of `interleave_output_tail` for rows by channel: the tail group's vectors ->
+/// The inverse of `interleave_output` for the tail, rows by channel: the tail group's vectors ->
 /// its images `[r, K, OH, OW]`, each output row from the one lane whose band holds it.
 pub(super) fn deinterleave_output_tail(
     group: &[f32],
@@ -277,7 +243,7 @@ pub(super) fn deinterleave_output_tail(
     }
 }
 
-/// The inverse of `interleave_input_tail` for the input gradient: each pixel of the tail's
+/// The inverse of `interleave_input` for the tail's input gradient: each pixel of the tail's
 /// images `[r, C, H, W]` is the sum, in band order, of what the bands that read it hold for
 /// it (a pixel no band reads gets zero).
 pub(super) fn deinterleave_input_tail(

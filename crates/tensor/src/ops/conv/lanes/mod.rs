@@ -45,8 +45,7 @@ mod pool;
 use kernels::{bias_grad_block, forward_row, input_grad_plane, weight_grad_block};
 use layout::{
     deinterleave_input_group, deinterleave_input_tail, deinterleave_output_group,
-    deinterleave_output_tail, interleave_input_group, interleave_input_tail,
-    interleave_output_group, interleave_output_tail, weight_by_channel_blocks,
+    deinterleave_output_tail, interleave_input, interleave_output, weight_by_channel_blocks,
     weight_by_column_blocks, RowLayout,
 };
 pub use pool::Pooled;
@@ -227,7 +226,7 @@ pub(super) fn lanes_forward(
     b.resize(ld.k_fwd, 0.0);
 
     let rows = RowLayout::by_channel(ld.k_fwd, ld.ow_fwd);
-    let (image_len, out_image_len) = (d.c * d.h * d.w, d.k * d.oh * d.ow);
+    let out_image_len = d.k * d.oh * d.ow;
     let group_input_len = ld.group_input_len() * LANES;
     let group_out_len = d.oh * rows.row_len * LANES;
     let main_input_len = ld.full_groups * group_input_len;
@@ -266,17 +265,18 @@ pub(super) fn lanes_forward(
             x_main
                 .par_chunks_mut(group_input_len)
                 .zip(lanes_main.par_chunks_mut(group_out_len))
-                .zip(input.data().par_chunks(LANES * image_len))
                 .zip(out_main.par_chunks_mut(LANES * out_image_len))
-                .for_each(|(((x_group, out_group), images), out_images)| {
-                    interleave_input_group(images, &ld, x_group);
+                .enumerate()
+                .for_each(|(group, ((x_group, out_group), out_images))| {
+                    let lane = |l| Some((group * LANES + l, 0));
+                    interleave_input(input.data(), &ld, &ld, lane, x_group);
                     forward_rows(x_group.as_chunks().0, &ld, out_group);
                     deinterleave_output_group(out_group, &ld, rows, out_images);
                 })
         },
         || {
             if let Some(tail) = &tail {
-                interleave_input_tail(input.data(), &ld, tail, x_tail);
+                interleave_input(input.data(), &ld, &tail.ld, |l| tail.lane(l), x_tail);
                 forward_rows(x_tail.as_chunks().0, &tail.ld, lanes_tail);
                 deinterleave_output_tail(lanes_tail, &ld, tail, rows, out_tail);
             }
@@ -326,14 +326,14 @@ pub(super) fn lanes_backward(
     let (rb, pb) = ld.tiles.input_grad;
     // One layout of the output gradient serves both kernels.
     let rows = RowLayout::by_position(ld.k_dw, ld.ow_dx, kb);
-    let (image_len, out_image_len) = (d.c * d.h * d.w, d.k * d.oh * d.ow);
+    let image_len = d.c * d.h * d.w;
     let group_input_len = ld.group_input_len() * LANES;
     let group_grad_len = d.oh * rows.row_len * LANES;
     let (main_input_len, main_grad_len) = (full * group_input_len, full * group_grad_len);
     let tail_input_len = tail.map_or(0, |t| t.ld.group_input_len() * LANES);
     let tail_grad_len = tail.map_or(0, |t| t.band * rows.row_len * LANES);
     let groups = full + usize::from(tail.is_some());
-    let w_cols = weight_by_column_blocks(weight.data(), d, rb);
+    let w_cols = want_input.then(|| weight_by_column_blocks(weight.data(), d, rb));
 
     let mut g = Pooled::take(Role::OutputGrad, ld, main_grad_len + tail_grad_len);
     let mut fresh_x = interleaved_input
@@ -373,7 +373,9 @@ pub(super) fn lanes_backward(
             },
             // d_input[c, oh·s + kh, ow·s + kw] += Σ_k W[k, c, kh, kw] · d_out[k, oh, ow]
             || {
-                let Some(d_x_group) = d_x_group else { return };
+                let (Some(d_x_group), Some(w_cols)) = (d_x_group, &w_cols) else {
+                    return;
+                };
                 d_x_group
                     .par_chunks_mut(ld_g.hp * ld_g.wp * LANES)
                     .enumerate()
@@ -419,14 +421,11 @@ pub(super) fn lanes_backward(
         || {
             tasks.into_par_iter().enumerate().for_each(
                 |(group, (g_group, fresh_x, mut d_x_group, d_input_images, acc_w, acc_b))| {
-                    // The group's images in a batch of images of `len` values.
-                    let span = |len: usize| group * LANES * len..(group + 1) * LANES * len;
-                    let d_out_images = &d_out.data()[span(out_image_len)];
-                    interleave_output_group(d_out_images, &ld, rows, g_group);
+                    let lane = |l| Some((group * LANES + l, 0));
+                    interleave_output(d_out.data(), &ld, d.oh, lane, rows, g_group);
                     let x_group: &[f32] = match fresh_x {
                         Some(buf) => {
-                            let input_images = &input.data()[span(image_len)];
-                            interleave_input_group(input_images, &ld, buf);
+                            interleave_input(input.data(), &ld, &ld, lane, buf);
                             buf
                         }
                         None => saved_x(group, group_input_len),
@@ -448,10 +447,11 @@ pub(super) fn lanes_backward(
         },
         || {
             let Some(tail) = &tail else { return };
-            interleave_output_tail(d_out.data(), &ld, tail, rows, g_tail);
+            let lane = |l| tail.lane(l);
+            interleave_output(d_out.data(), &ld, tail.band, lane, rows, g_tail);
             let x_tail: &[f32] = match fresh_tail {
                 Some(buf) => {
-                    interleave_input_tail(input.data(), &ld, tail, buf);
+                    interleave_input(input.data(), &ld, &tail.ld, lane, buf);
                     buf
                 }
                 None => saved_x(full, tail_input_len),
