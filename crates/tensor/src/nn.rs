@@ -94,11 +94,17 @@ pub fn lenet5_bn() -> Vec<Layer> {
 
 /// A layer list that does not fit together, named by the layer's index.
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("layer {layer_idx} ({layer:?}) cannot take input of shape {input:?}")]
-pub struct ShapeError {
-    pub layer_idx: usize,
-    pub layer: Layer,
-    pub input: Vec<usize>,
+pub enum ShapeError {
+    /// A size of the layer is zero (`Layer::zero_size`).
+    #[error("network layer {layer_idx}: {key} must be at least 1, found 0")]
+    ZeroSize { layer_idx: usize, key: &'static str },
+    /// The layer cannot take the shape the layers before it give.
+    #[error("layer {layer_idx} ({layer:?}) cannot take input of shape {input:?}")]
+    DoesNotFit {
+        layer_idx: usize,
+        layer: Layer,
+        input: Vec<usize>,
+    },
 }
 
 impl Layer {
@@ -141,7 +147,10 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
     let mut shape = input.to_vec();
     let mut shapes = Vec::with_capacity(layers.len());
     for (layer_idx, layer) in layers.iter().enumerate() {
-        let err = || ShapeError {
+        if let Some(key) = layer.zero_size() {
+            return Err(ShapeError::ZeroSize { layer_idx, key });
+        }
+        let err = || ShapeError::DoesNotFit {
             layer_idx,
             layer: *layer,
             input: shape.clone(),
@@ -156,27 +165,19 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
                     padding,
                 },
                 &[c, h, w],
-            ) if c == in_channels
-                && out_channels > 0
-                && kernel > 0
-                && stride > 0
-                && h + 2 * padding >= kernel
-                && w + 2 * padding >= kernel =>
-            {
+            ) if c == in_channels && h + 2 * padding >= kernel && w + 2 * padding >= kernel => {
                 vec![
                     out_channels,
                     (h + 2 * padding - kernel) / stride + 1,
                     (w + 2 * padding - kernel) / stride + 1,
                 ]
             }
-            (Layer::BatchNorm2d { channels }, &[c, _, _]) if c == channels && c > 0 => {
-                shape.clone()
-            }
+            (Layer::BatchNorm2d { channels }, &[c, _, _]) if c == channels => shape.clone(),
             (Layer::Tanh | Layer::Relu, _) => shape.clone(),
             (
                 Layer::AvgPool2d { kernel, stride } | Layer::MaxPool2d { kernel, stride },
                 &[c, h, w],
-            ) if kernel > 0 && stride > 0 && h >= kernel && w >= kernel => {
+            ) if h >= kernel && w >= kernel => {
                 vec![c, (h - kernel) / stride + 1, (w - kernel) / stride + 1]
             }
             (Layer::Flatten, s) if !s.is_empty() => {
@@ -191,7 +192,7 @@ pub fn infer_shapes(layers: &[Layer], input: &[usize]) -> Result<Vec<Vec<usize>>
                     out_features,
                 },
                 &[f],
-            ) if f == in_features && out_features > 0 => vec![out_features],
+            ) if f == in_features => vec![out_features],
             _ => return Err(err()),
         };
         shapes.push(shape.clone());
@@ -490,8 +491,14 @@ mod tests {
             padding: 0,
         };
         let err = infer_shapes(&layers, &[3, 32, 32]).unwrap_err();
-        assert_eq!(err.layer_idx, 4);
-        assert_eq!(err.input, [6, 14, 14]);
+        let ShapeError::DoesNotFit {
+            layer_idx, input, ..
+        } = err
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(layer_idx, 4);
+        assert_eq!(input, [6, 14, 14]);
     }
 
     #[test]

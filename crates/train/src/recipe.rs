@@ -76,11 +76,6 @@ impl NetworkSpec {
             NetworkSpec::Named(name) => bail!("unknown network {name:?} (known: lenet5-bn)"),
             NetworkSpec::Layers(layers) => layers.clone(),
         };
-        for (i, layer) in layers.iter().enumerate() {
-            if let Some(key) = layer.zero_size() {
-                bail!("network layer {i}: {key} must be at least 1, found 0");
-            }
-        }
         let shapes = nn::infer_shapes(&layers, &[3, 32, 32])?;
         match shapes.last().map(|s| &s[..]) {
             Some([10]) => Ok(layers),
