@@ -51,10 +51,11 @@ use layout::{
 pub use pool::Pooled;
 use pool::Role;
 
-/// Images per vector: 8 f32 fill one 256-bit register, which both AVX2 and AVX-512 machines
-/// multiply-add at full rate (Zen 4 splits a 512-bit operation in two), and a batch of 50
-/// wastes only 6 lanes in 56 where 16 lanes would waste 14 in 64.
-pub const LANES: usize = 8;
+/// Images per vector, the width of `crate::simd`'s vectors: 8 f32 fill one 256-bit
+/// register, which both AVX2 and AVX-512 machines multiply-add at full rate (Zen 4 splits a
+/// 512-bit operation in two), and the images past the full groups of a batch fill a group
+/// of 8 in bands of rows (`Tail`) more easily than one of 16.
+pub const LANES: usize = crate::simd::WIDTH;
 
 /// One value of each of the L images of a group.
 type Lanes = [f32; LANES];
