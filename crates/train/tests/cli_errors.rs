@@ -164,8 +164,31 @@ fn eval_of_random_bytes_names_the_file() {
     assert_fails_with(&output, &["junk.safetensors"]);
 }
 
-// Pins that a new run never overwrites a finished one: it is refused, the message points at
-// --resume, and the old run's files are untouched.
+/// Locks `path` as a running scratchnet would. Waits a moment if it is held: a child
+/// process that another test forks in between inherits this process's open files, locks
+/// included, until it execs.
+fn lock_held_by_this_test(path: &Path) -> std::fs::File {
+    let file = std::fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .unwrap();
+    for _ in 0..100 {
+        match file.try_lock() {
+            Ok(()) => return file,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("locking {}: {e}", path.display()),
+        }
+    }
+    panic!(
+        "{} stayed locked for 2 s after its run ended",
+        path.display()
+    );
+}
+
 // Pins that a second run into a folder another run is writing is refused (the test holds
 // the folder's lock as a running scratchnet would), for a new run and for --resume.
 #[test]
@@ -173,16 +196,12 @@ fn a_run_folder_in_use_is_refused() {
     let fixture = Fixture::new();
     let run = fixture.path("run");
     scratchnet_ok(train_args("v2", &fixture.data, &run, 1, 7));
-    let lock = std::fs::File::options()
-        .write(true)
-        .open(run.join("lock"))
-        .expect("a run leaves its lock file");
-    lock.try_lock().expect("no run holds the lock now");
+    assert!(run.join("lock").exists(), "a run leaves its lock file");
+    let _run_lock = lock_held_by_this_test(&run.join("lock"));
 
     let busy = fixture.path("busy");
     std::fs::create_dir_all(&busy).unwrap();
-    let held = std::fs::File::create(busy.join("lock")).unwrap();
-    held.try_lock().unwrap();
+    let _busy_lock = lock_held_by_this_test(&busy.join("lock"));
     let output = train_tiny(&fixture.data, &busy);
     assert_fails_with(&output, &["is in use by another scratchnet run"]);
     assert!(
@@ -190,16 +209,12 @@ fn a_run_folder_in_use_is_refused() {
         "the refused run wrote into the folder"
     );
 
-    drop(lock);
-    let relock = std::fs::File::options()
-        .write(true)
-        .open(run.join("lock"))
-        .unwrap();
-    relock.try_lock().unwrap();
     let output = resume(&run, 2, &[]);
     assert_fails_with(&output, &["is in use by another scratchnet run"]);
 }
 
+// Pins that a new run never overwrites a finished one: it is refused, the message points at
+// --resume, and the old run's files are untouched.
 #[test]
 fn new_run_into_a_folder_holding_a_run_is_refused() {
     let fixture = Fixture::new();
